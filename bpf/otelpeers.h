@@ -1,0 +1,115 @@
+/* otelpeers kernel/user event ABI.
+ *
+ * One header for every record that crosses the ring buffer. Python mirrors it once, in
+ * otelpeers/abi.py, and tests/unit/test_abi.py checks that offsets and sizes agree.
+ * Every field is naturally aligned and every pad is explicit, so the layout is the same
+ * for clang (BPF target) and for ctypes on x86_64 and arm64.
+ */
+#ifndef OTELPEERS_H
+#define OTELPEERS_H
+
+#define OP_ABI_VERSION 1
+#define OP_COMM_LEN 16
+#define OP_ADDR_LEN 16
+
+enum op_event_type {
+    OP_EV_SOCK_CREATE = 1, /* cgroup/sock_create: an inet socket was created */
+    OP_EV_BIND = 2,        /* cgroup/post_bind4|6: explicit bind, local address known */
+    OP_EV_CONNECT = 3,     /* cgroup/connect4|6: connect() attempt, TCP or UDP */
+    OP_EV_ESTABLISHED = 4, /* sock_ops: active or passive TCP established */
+    OP_EV_TCP_CLOSE = 5,   /* sock_ops state callback: TCP reached CLOSE */
+    OP_EV_PEER = 6,        /* cgroup_skb: first packet of a non-TCP socket to/from a new peer */
+    OP_EV_RELEASE = 7,     /* cgroup/sock_release: the socket is gone */
+    OP_EV_LISTEN = 8,      /* tracepoint sock:inet_sock_set_state -> TCP_LISTEN */
+    OP_EV_DNS = 9,         /* cgroup_skb: a DNS packet (struct op_dns_event) */
+    OP_EV_MAX = 10,        /* size of the per-type drop counter array */
+};
+
+enum op_direction {
+    OP_DIR_UNKNOWN = 0,
+    OP_DIR_OUTBOUND = 1, /* this host initiated (connect, first packet egress) */
+    OP_DIR_INBOUND = 2,  /* the peer initiated (accept, first packet ingress) */
+};
+
+/* op_event.flags */
+#define OP_F_OWNER 0x1        /* owner fields are valid */
+#define OP_F_OWNER_JOINED 0x2 /* owner was joined from the listener, not seen in process context */
+#define OP_F_RELEASED 0x4     /* the socket was released before this event */
+
+/* Who owns a socket, captured where the hook runs in process context. 40 bytes. */
+struct op_owner {
+    __u32 tgid;
+    __u32 pid;
+    __u32 uid;
+    __u32 gid;
+    __u64 cgroup_id;
+    char comm[OP_COMM_LEN];
+};
+
+/* Per-socket volume, counted in cgroup_skb. bytes are IP-level bytes as on the wire
+ * (headers of every GSO segment included), payload is transport payload. 48 bytes. */
+struct op_counters {
+    __u64 packets_out;
+    __u64 bytes_out;
+    __u64 payload_out;
+    __u64 packets_in;
+    __u64 bytes_in;
+    __u64 payload_in;
+};
+
+/* The one event record. 184 bytes. */
+struct op_event {
+    __u64 ts_ns;        /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+    __u64 cookie;       /* socket cookie: the join key everywhere */
+    __u64 netns_cookie; /* network namespace cookie, 0 when unknown */
+    struct op_owner owner;
+    __u8 type;      /* enum op_event_type */
+    __u8 family;    /* AF_INET / AF_INET6 */
+    __u8 protocol;  /* IPPROTO_TCP / UDP / ICMP / ICMPV6 */
+    __u8 sock_type; /* SOCK_STREAM / DGRAM / RAW */
+    __u8 direction; /* enum op_direction */
+    __u8 flags;     /* OP_F_* */
+    __u8 old_state; /* TCP state before (OP_EV_TCP_CLOSE) */
+    __u8 new_state; /* TCP state after, or the state at release */
+    __u16 lport;    /* host byte order */
+    __u16 rport;    /* host byte order; ICMP echo: 0 */
+    __u32 srtt_us;  /* TCP smoothed RTT in microseconds (OP_EV_TCP_CLOSE) */
+    __u8 laddr[OP_ADDR_LEN]; /* IPv4 in the first 4 bytes when family == AF_INET */
+    __u8 raddr[OP_ADDR_LEN];
+    struct op_counters counters; /* cumulative, at the time of the event */
+    __u64 tcp_bytes_acked;    /* TCP payload sent and acknowledged (sock_ops) */
+    __u64 tcp_bytes_received; /* TCP payload received (sock_ops) */
+    __u32 tcp_total_retrans;
+    __u32 _pad0;
+};
+
+/* A DNS packet: header, then OP_DNS_PAYLOAD_CAP payload bytes of which payload_len are valid.
+ * The header is 112 bytes. Only packets to or from the configured DNS ports are copied. */
+#define OP_DNS_PAYLOAD_CAP 1024 /* capture_dns masks with CAP - 1: keep a power of two */
+_Static_assert(OP_DNS_PAYLOAD_CAP == 1024, "capture_dns masks lengths with 1023");
+
+struct op_dns_event {
+    __u64 ts_ns;
+    __u64 cookie;
+    __u64 netns_cookie;
+    struct op_owner owner;
+    __u8 type;      /* OP_EV_DNS */
+    __u8 family;    /* of the packet */
+    __u8 protocol;  /* IPPROTO_UDP or IPPROTO_TCP */
+    __u8 direction; /* OP_DIR_OUTBOUND: sent by the socket; OP_DIR_INBOUND: received */
+    __u8 flags;
+    __u8 _pad0;
+    __u16 payload_len; /* bytes valid in payload */
+    __u16 lport;
+    __u16 rport;
+    __u32 wire_len;    /* transport payload length before the cut */
+    __u8 laddr[OP_ADDR_LEN];
+    __u8 raddr[OP_ADDR_LEN];
+    __u8 payload[OP_DNS_PAYLOAD_CAP];
+};
+
+/* Per-CPU drop counters are indexed by event type; these extra slots count other losses. */
+#define OP_DROP_SLOTS (OP_EV_MAX + 1)
+#define OP_DROP_PEER_TABLE_FULL OP_EV_MAX
+
+#endif /* OTELPEERS_H */

@@ -1,0 +1,626 @@
+/* otelpeers socket sensors, compiled by bcc at agent start.
+ *
+ * Every program attaches at the cgroup-v2 root, so it sees every inet socket on the host,
+ * in every container and network namespace. The socket cookie is the join key: owners are
+ * recorded where the hook runs in process context (sock_create, connect, sendmsg, recvmsg,
+ * post_bind) and joined by cookie where it does not (cgroup_skb, sock_ops).
+ *
+ * Per-packet work stays here: cgroup_skb only adds to counters. Only lifecycle events
+ * cross to user space. Sizes come from the loader as -D flags (see otelpeers/kernel/loader.py).
+ */
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/in6.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+#include <uapi/linux/if_ether.h>
+#include "otelpeers.h"
+
+#ifndef OP_MAX_SOCKETS
+#define OP_MAX_SOCKETS 65536
+#endif
+#ifndef OP_MAX_PEERS
+#define OP_MAX_PEERS 65536
+#endif
+#ifndef OP_MAX_LISTENERS
+#define OP_MAX_LISTENERS 4096
+#endif
+#ifndef OP_DNS_MAX_PAYLOAD
+#define OP_DNS_MAX_PAYLOAD 512
+#endif
+#ifndef OP_DNS_PORT0
+#define OP_DNS_PORT0 53
+#define OP_DNS_PORT1 0
+#define OP_DNS_PORT2 0
+#define OP_DNS_PORT3 0
+#endif
+#ifndef OP_RINGBUF_PAGES
+#define OP_RINGBUF_PAGES 256
+#endif
+
+#define OP_AF_INET 2
+#define OP_AF_INET6 10
+#define OP_TCP_LISTEN 10
+#define OP_TCP_CLOSE 7
+
+/* What the kernel keeps per socket. */
+struct op_sock {
+    struct op_owner owner;
+    struct op_counters c;
+    __u64 netns_cookie;
+    __u32 flags;      /* OP_F_* and OP_S_* */
+    __u16 bound_port; /* from post_bind: to drop the listener entry at release */
+    __u16 _pad0;
+};
+
+/* Kernel-private socket flags (never copied into events). */
+#define OP_S_TCP_TRACKED 0x100 /* sock_ops state callbacks are on for this socket */
+#define OP_S_TCP_CLOSED 0x200  /* sock_ops saw CLOSE */
+
+/* Non-TCP sockets can talk to many peers; volume is also kept per (socket, peer). */
+struct op_peer_key {
+    __u64 cookie;
+    __u8 raddr[OP_ADDR_LEN];
+    __u16 rport;
+    __u8 protocol;
+    __u8 family;
+    __u32 _pad0;
+};
+
+struct op_listener_key {
+    __u64 netns_cookie;
+    __u16 port;
+    __u16 _pad0;
+    __u32 _pad1;
+};
+
+struct op_listener {
+    struct op_owner owner;
+    __u64 cookie;
+};
+
+BPF_TABLE("lru_hash", __u64, struct op_sock, sockets, OP_MAX_SOCKETS);
+BPF_TABLE("lru_hash", struct op_peer_key, struct op_counters, peers, OP_MAX_PEERS);
+BPF_TABLE("lru_hash", struct op_listener_key, struct op_listener, listeners, OP_MAX_LISTENERS);
+BPF_PERCPU_ARRAY(drops, __u64, OP_DROP_SLOTS);
+BPF_RINGBUF_OUTPUT(events, OP_RINGBUF_PAGES);
+
+static __always_inline void count_drop(__u32 slot)
+{
+    __u64 *n = drops.lookup(&slot);
+    if (n)
+        *n += 1; /* per-CPU slot: no atomic needed */
+}
+
+static __always_inline struct op_event *reserve(__u8 type)
+{
+    struct op_event *e = events.ringbuf_reserve(sizeof(struct op_event));
+    if (!e) {
+        count_drop(type);
+        return 0;
+    }
+    __builtin_memset(e, 0, sizeof(*e));
+    e->type = type;
+    e->ts_ns = bpf_ktime_get_ns();
+    return e;
+}
+
+static __always_inline void fill_current_owner(struct op_owner *o)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u64 uid_gid = bpf_get_current_uid_gid();
+    o->tgid = pid_tgid >> 32;
+    o->pid = (__u32)pid_tgid;
+    o->uid = (__u32)uid_gid;
+    o->gid = uid_gid >> 32;
+    o->cgroup_id = bpf_get_current_cgroup_id();
+    bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
+/* Record the current task as the socket's owner; creates the entry if needed. */
+static __always_inline struct op_sock *own_socket(__u64 cookie, __u64 netns_cookie)
+{
+    struct op_sock *s = sockets.lookup(&cookie);
+    if (!s) {
+        struct op_sock fresh = {};
+        fresh.netns_cookie = netns_cookie;
+        sockets.update(&cookie, &fresh);
+        s = sockets.lookup(&cookie);
+        if (!s)
+            return 0;
+    }
+    fill_current_owner(&s->owner);
+    s->flags = (s->flags | OP_F_OWNER) & ~OP_F_OWNER_JOINED;
+    if (netns_cookie)
+        s->netns_cookie = netns_cookie;
+    return s;
+}
+
+/* post_bind4 may only read the IPv4 fields of bpf_sock and post_bind6 only the IPv6 ones. */
+static __always_inline void copy_bound_addr(struct op_event *e, struct bpf_sock *sk, int v6)
+{
+    e->family = sk->family;
+    e->protocol = sk->protocol;
+    e->sock_type = sk->type;
+    e->lport = sk->src_port;
+    if (v6) {
+        __u32 *l = (__u32 *)e->laddr;
+        l[0] = sk->src_ip6[0]; l[1] = sk->src_ip6[1]; l[2] = sk->src_ip6[2]; l[3] = sk->src_ip6[3];
+    } else {
+        __u32 ip = sk->src_ip4;
+        __builtin_memcpy(e->laddr, &ip, 4);
+    }
+}
+
+static __always_inline void fill_from_sock(struct op_event *e, __u64 cookie, struct op_sock *s)
+{
+    e->cookie = cookie;
+    if (!s)
+        return;
+    e->owner = s->owner;
+    e->counters = s->c;
+    e->netns_cookie = s->netns_cookie;
+    e->flags |= s->flags & (OP_F_OWNER | OP_F_OWNER_JOINED | OP_F_RELEASED);
+}
+
+/* ---- cgroup/sock_create: process context, every new inet socket ---- */
+int otelp_sock_new(struct bpf_sock *ctx)
+{
+    __u64 cookie = bpf_get_socket_cookie(ctx);
+    __u64 netns = bpf_get_netns_cookie(ctx);
+    struct op_sock fresh = {};
+    fresh.netns_cookie = netns;
+    fill_current_owner(&fresh.owner);
+    fresh.flags = OP_F_OWNER;
+    sockets.update(&cookie, &fresh);
+
+    struct op_event *e = reserve(OP_EV_SOCK_CREATE);
+    if (!e)
+        return 1;
+    e->cookie = cookie;
+    e->netns_cookie = netns;
+    e->owner = fresh.owner;
+    e->flags = OP_F_OWNER;
+    e->family = ctx->family;
+    e->protocol = ctx->protocol;
+    e->sock_type = ctx->type;
+    events.ringbuf_submit(e, 0);
+    return 1;
+}
+
+/* ---- cgroup/post_bind4|6: process context, explicit bind with the port known ---- */
+static __always_inline int on_post_bind(struct bpf_sock *ctx, int v6)
+{
+    __u64 cookie = bpf_get_socket_cookie(ctx);
+    __u64 netns = bpf_get_netns_cookie(ctx);
+    struct op_sock *s = own_socket(cookie, netns);
+
+    if (s)
+        s->bound_port = ctx->src_port;
+    if (ctx->protocol == IPPROTO_TCP && s) {
+        struct op_listener_key k = {};
+        struct op_listener l = {};
+        k.netns_cookie = netns;
+        k.port = ctx->src_port;
+        l.owner = s->owner;
+        l.cookie = cookie;
+        listeners.update(&k, &l);
+    }
+    struct op_event *e = reserve(OP_EV_BIND);
+    if (!e)
+        return 1;
+    fill_from_sock(e, cookie, s);
+    copy_bound_addr(e, ctx, v6);
+    events.ringbuf_submit(e, 0);
+    return 1;
+}
+
+int otelp_bind4(struct bpf_sock *ctx) { return on_post_bind(ctx, 0); }
+int otelp_bind6(struct bpf_sock *ctx) { return on_post_bind(ctx, 1); }
+
+/* ---- cgroup/connect4|6: process context, before the connect happens ---- */
+static __always_inline int on_connect(struct bpf_sock_addr *ctx, int v6)
+{
+    __u64 cookie = bpf_get_socket_cookie(ctx);
+    struct op_sock *s = own_socket(cookie, bpf_get_netns_cookie(ctx));
+    struct op_event *e = reserve(OP_EV_CONNECT);
+    if (!e)
+        return 1;
+    fill_from_sock(e, cookie, s);
+    e->direction = OP_DIR_OUTBOUND;
+    e->family = ctx->family;
+    e->protocol = ctx->protocol;
+    e->sock_type = ctx->type;
+    e->rport = bpf_ntohs((__u16)ctx->user_port);
+    if (v6) {
+        __u32 *r = (__u32 *)e->raddr;
+        r[0] = ctx->user_ip6[0]; r[1] = ctx->user_ip6[1];
+        r[2] = ctx->user_ip6[2]; r[3] = ctx->user_ip6[3];
+    } else {
+        __u32 ip = ctx->user_ip4;
+        __builtin_memcpy(e->raddr, &ip, 4);
+    }
+    events.ringbuf_submit(e, 0);
+    return 1;
+}
+
+int otelp_conn4(struct bpf_sock_addr *ctx) { return on_connect(ctx, 0); }
+int otelp_conn6(struct bpf_sock_addr *ctx) { return on_connect(ctx, 1); }
+
+/* ---- cgroup/sendmsg4|6, recvmsg4|6: UDP in process context; only the owner is updated,
+ * peers are discovered from packets in cgroup_skb so that ICMP and raw sockets work too ---- */
+static __always_inline int on_udp_msg(struct bpf_sock_addr *ctx)
+{
+    own_socket(bpf_get_socket_cookie(ctx), bpf_get_netns_cookie(ctx));
+    return 1;
+}
+
+int otelp_send4(struct bpf_sock_addr *ctx) { return on_udp_msg(ctx); }
+int otelp_send6(struct bpf_sock_addr *ctx) { return on_udp_msg(ctx); }
+int otelp_recv4(struct bpf_sock_addr *ctx) { return on_udp_msg(ctx); }
+int otelp_recv6(struct bpf_sock_addr *ctx) { return on_udp_msg(ctx); }
+
+/* ---- cgroup/sock_release: the socket is gone. Only family, type and protocol of
+ * bpf_sock are readable here, so addresses come from earlier events. ---- */
+int otelp_sock_rel(struct bpf_sock *ctx)
+{
+    __u64 cookie = bpf_get_socket_cookie(ctx);
+    struct op_sock *s = sockets.lookup(&cookie);
+
+    if (s && s->bound_port && ctx->protocol == IPPROTO_TCP) {
+        struct op_listener_key k = {};
+        k.netns_cookie = s->netns_cookie;
+        k.port = s->bound_port;
+        struct op_listener *l = listeners.lookup(&k);
+        if (l && l->cookie == cookie)
+            listeners.delete(&k);
+    }
+    struct op_event *e = reserve(OP_EV_RELEASE);
+    if (e) {
+        fill_from_sock(e, cookie, s);
+        e->family = ctx->family;
+        e->protocol = ctx->protocol;
+        e->sock_type = ctx->type;
+        e->flags |= OP_F_RELEASED;
+        events.ringbuf_submit(e, 0);
+    }
+    /* A TCP socket still closing keeps counting until sock_ops sees CLOSE. */
+    if (s && (s->flags & OP_S_TCP_TRACKED) && !(s->flags & OP_S_TCP_CLOSED))
+        s->flags |= OP_F_RELEASED;
+    else
+        sockets.delete(&cookie);
+    return 1;
+}
+
+/* ---- sock_ops: TCP established (active and passive) and state changes ---- */
+static __always_inline void copy_ops_addrs(struct op_event *e, struct bpf_sock_ops *skops)
+{
+    e->family = skops->family;
+    e->protocol = IPPROTO_TCP;
+    e->sock_type = 1; /* SOCK_STREAM */
+    e->lport = skops->local_port;
+    /* remote_port holds the big-endian port in its upper 16 bits (sock_ops ABI). */
+    __u32 rp = skops->remote_port;
+    e->rport = bpf_ntohs((__u16)(rp >> 16 ? rp >> 16 : rp));
+    if (skops->family == OP_AF_INET) {
+        __u32 l4 = skops->local_ip4, r4 = skops->remote_ip4;
+        __builtin_memcpy(e->laddr, &l4, 4);
+        __builtin_memcpy(e->raddr, &r4, 4);
+    } else {
+        __u32 *l = (__u32 *)e->laddr, *r = (__u32 *)e->raddr;
+        l[0] = skops->local_ip6[0]; l[1] = skops->local_ip6[1];
+        l[2] = skops->local_ip6[2]; l[3] = skops->local_ip6[3];
+        r[0] = skops->remote_ip6[0]; r[1] = skops->remote_ip6[1];
+        r[2] = skops->remote_ip6[2]; r[3] = skops->remote_ip6[3];
+    }
+}
+
+int otelp_sockops(struct bpf_sock_ops *skops)
+{
+    __u32 op = skops->op;
+    __u64 cookie = bpf_get_socket_cookie(skops);
+
+    if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+        /* Ask for state callbacks so that a refused connect (SYN_SENT -> CLOSE) is seen. */
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+        struct op_sock *s = sockets.lookup(&cookie);
+        if (s)
+            s->flags |= OP_S_TCP_TRACKED;
+        return 1;
+    }
+    if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+        int passive = op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB;
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+        struct op_sock *s = sockets.lookup(&cookie);
+        if (passive) {
+            /* Accepted sockets never pass sock_create: own them through the listener. */
+            __u64 netns = bpf_get_netns_cookie(skops);
+            struct op_listener_key k = {};
+            k.netns_cookie = netns;
+            k.port = skops->local_port;
+            struct op_listener *l = listeners.lookup(&k);
+            if (!s) {
+                struct op_sock fresh = {};
+                fresh.netns_cookie = netns;
+                sockets.update(&cookie, &fresh);
+                s = sockets.lookup(&cookie);
+            }
+            if (s && l) {
+                s->owner = l->owner;
+                s->flags |= OP_F_OWNER | OP_F_OWNER_JOINED;
+            }
+        }
+        if (s)
+            s->flags |= OP_S_TCP_TRACKED;
+        struct op_event *e = reserve(OP_EV_ESTABLISHED);
+        if (!e)
+            return 1;
+        fill_from_sock(e, cookie, s);
+        copy_ops_addrs(e, skops);
+        e->direction = passive ? OP_DIR_INBOUND : OP_DIR_OUTBOUND;
+        e->new_state = 1; /* TCP_ESTABLISHED */
+        events.ringbuf_submit(e, 0);
+        return 1;
+    }
+    if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == OP_TCP_CLOSE) {
+        struct op_sock *s = sockets.lookup(&cookie);
+        struct op_event *e = reserve(OP_EV_TCP_CLOSE);
+        if (e) {
+            fill_from_sock(e, cookie, s);
+            copy_ops_addrs(e, skops);
+            e->old_state = skops->args[0];
+            e->new_state = skops->args[1];
+            e->srtt_us = skops->srtt_us >> 3;
+            e->tcp_bytes_acked = skops->bytes_acked;
+            e->tcp_bytes_received = skops->bytes_received;
+            e->tcp_total_retrans = skops->total_retrans;
+            events.ringbuf_submit(e, 0);
+        }
+        if (s && (s->flags & OP_F_RELEASED))
+            sockets.delete(&cookie);
+        else if (s)
+            s->flags |= OP_S_TCP_CLOSED;
+    }
+    return 1;
+}
+
+/* ---- cgroup_skb: volume per socket, and first packet to/from a new non-TCP peer ---- */
+struct op_l3 {
+    __u8 family;
+    __u8 protocol;
+    __u16 sport; /* host order */
+    __u16 dport;
+    __u16 hdr_len; /* IP + transport header bytes */
+    __u8 saddr[OP_ADDR_LEN];
+    __u8 daddr[OP_ADDR_LEN];
+};
+
+static __always_inline int parse_l3(struct __sk_buff *skb, struct op_l3 *p)
+{
+    __u32 l4off;
+    if (skb->protocol == bpf_htons(ETH_P_IP)) {
+        struct iphdr ip;
+        if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)) < 0)
+            return -1;
+        p->family = OP_AF_INET;
+        p->protocol = ip.protocol;
+        __builtin_memcpy(p->saddr, &ip.saddr, 4);
+        __builtin_memcpy(p->daddr, &ip.daddr, 4);
+        l4off = ip.ihl * 4;
+    } else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr ip6;
+        if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) < 0)
+            return -1;
+        p->family = OP_AF_INET6;
+        p->protocol = ip6.nexthdr; /* extension headers are not walked */
+        __builtin_memcpy(p->saddr, &ip6.saddr, 16);
+        __builtin_memcpy(p->daddr, &ip6.daddr, 16);
+        l4off = sizeof(ip6);
+    } else {
+        return -1;
+    }
+    p->hdr_len = l4off;
+    if (p->protocol == IPPROTO_TCP) {
+        struct tcphdr th;
+        if (bpf_skb_load_bytes(skb, l4off, &th, sizeof(th)) < 0)
+            return 0;
+        p->sport = bpf_ntohs(th.source);
+        p->dport = bpf_ntohs(th.dest);
+        p->hdr_len = l4off + th.doff * 4;
+    } else if (p->protocol == IPPROTO_UDP) {
+        struct udphdr uh;
+        if (bpf_skb_load_bytes(skb, l4off, &uh, sizeof(uh)) < 0)
+            return 0;
+        p->sport = bpf_ntohs(uh.source);
+        p->dport = bpf_ntohs(uh.dest);
+        p->hdr_len = l4off + sizeof(uh);
+    } else if (p->protocol == IPPROTO_ICMP || p->protocol == IPPROTO_ICMPV6) {
+        p->hdr_len = l4off + 8; /* type, code, checksum, rest-of-header */
+    }
+    return 0;
+}
+
+static __always_inline int is_dns_port(__u16 port)
+{
+    return port && (port == OP_DNS_PORT0 || port == OP_DNS_PORT1 ||
+                    port == OP_DNS_PORT2 || port == OP_DNS_PORT3);
+}
+
+/* Copy a DNS packet (transport payload, bounded) to user space with its socket cookie. */
+static __always_inline void capture_dns(struct __sk_buff *skb, struct op_l3 *p, __u64 cookie,
+                                        struct op_sock *s, int egress)
+{
+    if (!is_dns_port(p->sport) && !is_dns_port(p->dport))
+        return;
+    __u32 len = skb->len > p->hdr_len ? skb->len - p->hdr_len : 0;
+    if (len == 0)
+        return; /* TCP handshake and pure ACKs */
+    struct op_dns_event *e = events.ringbuf_reserve(sizeof(struct op_dns_event));
+    if (!e) {
+        count_drop(OP_EV_DNS);
+        return;
+    }
+    e->ts_ns = bpf_ktime_get_ns();
+    e->cookie = cookie;
+    e->netns_cookie = s ? s->netns_cookie : 0;
+    if (s)
+        e->owner = s->owner;
+    else
+        __builtin_memset(&e->owner, 0, sizeof(e->owner));
+    e->type = OP_EV_DNS;
+    e->family = p->family;
+    e->protocol = p->protocol;
+    e->direction = egress ? OP_DIR_OUTBOUND : OP_DIR_INBOUND;
+    e->flags = s ? (s->flags & (OP_F_OWNER | OP_F_OWNER_JOINED)) : 0;
+    e->_pad0 = 0;
+    e->wire_len = len;
+    if (egress) {
+        __builtin_memcpy(e->laddr, p->saddr, OP_ADDR_LEN);
+        __builtin_memcpy(e->raddr, p->daddr, OP_ADDR_LEN);
+        e->lport = p->sport;
+        e->rport = p->dport;
+    } else {
+        __builtin_memcpy(e->laddr, p->daddr, OP_ADDR_LEN);
+        __builtin_memcpy(e->raddr, p->saddr, OP_ADDR_LEN);
+        e->lport = p->dport;
+        e->rport = p->sport;
+    }
+    __u32 n = len > OP_DNS_MAX_PAYLOAD ? OP_DNS_MAX_PAYLOAD : len;
+    /* Keep the bound visible to the verifier: n - 1 in [0, CAP - 1], so n in [1, CAP]. */
+    __u32 m = n - 1;
+    asm volatile("%[m] &= 1023" : [m] "+r"(m));
+    n = m + 1;
+    e->payload_len = 0;
+    if (bpf_skb_load_bytes(skb, p->hdr_len, e->payload, n) == 0)
+        e->payload_len = n;
+    events.ringbuf_submit(e, 0);
+}
+
+static __always_inline int count_skb(struct __sk_buff *skb, int egress)
+{
+    struct bpf_sock *sk = skb->sk;
+    if (!sk)
+        return 1;
+    sk = bpf_sk_fullsock(sk);
+    if (!sk)
+        return 1;
+    __u32 proto = sk->protocol;
+    /* SYN / SYN-ACK on a listener belong to the connection being made, not the listener. */
+    if (proto == IPPROTO_TCP && sk->state == OP_TCP_LISTEN)
+        return 1;
+
+    struct op_l3 p = {};
+    if (parse_l3(skb, &p) < 0)
+        return 1;
+
+    __u64 cookie = bpf_get_socket_cookie(skb);
+    __u32 segs = skb->gso_segs;
+    if (segs == 0)
+        segs = 1;
+    __u64 len = skb->len;
+    __u64 payload = len > p.hdr_len ? len - p.hdr_len : 0;
+    __u64 wire = payload + (__u64)segs * p.hdr_len;
+
+    struct op_sock *s = sockets.lookup(&cookie);
+    if (!s) {
+        struct op_sock fresh = {};
+        sockets.update(&cookie, &fresh);
+        s = sockets.lookup(&cookie);
+        if (!s)
+            return 1;
+    }
+    if (egress) {
+        __sync_fetch_and_add(&s->c.packets_out, segs);
+        __sync_fetch_and_add(&s->c.bytes_out, wire);
+        __sync_fetch_and_add(&s->c.payload_out, payload);
+    } else {
+        __sync_fetch_and_add(&s->c.packets_in, segs);
+        __sync_fetch_and_add(&s->c.bytes_in, wire);
+        __sync_fetch_and_add(&s->c.payload_in, payload);
+    }
+    if (p.protocol == IPPROTO_UDP || p.protocol == IPPROTO_TCP)
+        capture_dns(skb, &p, cookie, s, egress);
+    if (proto == IPPROTO_TCP)
+        return 1;
+
+    /* Non-TCP: per-peer volume, and an event the first time a peer is seen. */
+    struct op_peer_key k = {};
+    k.cookie = cookie;
+    k.protocol = p.protocol;
+    k.family = p.family;
+    if (egress) {
+        __builtin_memcpy(k.raddr, p.daddr, OP_ADDR_LEN);
+        k.rport = p.dport;
+    } else {
+        __builtin_memcpy(k.raddr, p.saddr, OP_ADDR_LEN);
+        k.rport = p.sport;
+    }
+    struct op_counters *pc = peers.lookup(&k);
+    if (!pc) {
+        struct op_counters zero = {};
+        if (peers.insert(&k, &zero) != 0) {
+            count_drop(OP_DROP_PEER_TABLE_FULL);
+            return 1;
+        }
+        pc = peers.lookup(&k);
+        struct op_event *e = reserve(OP_EV_PEER);
+        if (e) {
+            fill_from_sock(e, cookie, s);
+            e->direction = egress ? OP_DIR_OUTBOUND : OP_DIR_INBOUND;
+            e->family = p.family;
+            e->protocol = p.protocol;
+            e->sock_type = sk->type;
+            __builtin_memcpy(e->raddr, k.raddr, OP_ADDR_LEN);
+            e->rport = k.rport;
+            if (egress) {
+                __builtin_memcpy(e->laddr, p.saddr, OP_ADDR_LEN);
+                e->lport = p.sport;
+            } else {
+                __builtin_memcpy(e->laddr, p.daddr, OP_ADDR_LEN);
+                e->lport = p.dport;
+            }
+            events.ringbuf_submit(e, 0);
+        }
+        if (!pc)
+            return 1;
+    }
+    if (egress) {
+        __sync_fetch_and_add(&pc->packets_out, segs);
+        __sync_fetch_and_add(&pc->bytes_out, wire);
+        __sync_fetch_and_add(&pc->payload_out, payload);
+    } else {
+        __sync_fetch_and_add(&pc->packets_in, segs);
+        __sync_fetch_and_add(&pc->bytes_in, wire);
+        __sync_fetch_and_add(&pc->payload_in, payload);
+    }
+    return 1;
+}
+
+int otelp_skb_egr(struct __sk_buff *skb) { return count_skb(skb, 1); }
+int otelp_skb_ingr(struct __sk_buff *skb) { return count_skb(skb, 0); }
+
+/* ---- listen(): seen by the state tracepoint, in the listening process's context ---- */
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP || args->newstate != OP_TCP_LISTEN)
+        return 0;
+    struct op_event *e = reserve(OP_EV_LISTEN);
+    if (!e)
+        return 0;
+    fill_current_owner(&e->owner);
+    e->flags = OP_F_OWNER;
+    e->family = args->family;
+    e->protocol = IPPROTO_TCP;
+    e->sock_type = 1;
+    e->old_state = args->oldstate;
+    e->new_state = args->newstate;
+    e->lport = args->sport;
+    if (args->family == OP_AF_INET)
+        __builtin_memcpy(e->laddr, args->saddr, 4);
+    else
+        __builtin_memcpy(e->laddr, args->saddr_v6, 16);
+    events.ringbuf_submit(e, 0);
+    return 0;
+}

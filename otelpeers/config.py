@@ -1,0 +1,214 @@
+"""Configuration: YAML in, frozen dataclasses out, validated strictly.
+
+Every error names the offending key path and says what would be accepted, so a typo in a
+file read by a root agent fails loudly at start instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "otelpeers.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the key path and the fix in the message."""
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    ringbuf_pages: int = 256  # ring buffer size in pages; power of two
+    max_sockets: int = 65536  # kernel socket table entries (LRU)
+    max_peers: int = 65536  # kernel (socket, peer) table entries for non-TCP sockets (LRU)
+    max_listeners: int = 4096
+    stats_interval_s: float = 5.0  # how often volume of live flows is read
+    attach_mode: str = "link"  # link: detached by the kernel when the agent dies; legacy
+    cgroup_path: str | None = None  # cgroup-v2 root; detected from /proc/mounts when unset
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    udp_idle_timeout_s: float = 60.0
+    icmp_idle_timeout_s: float = 30.0
+    tcp_close_grace_s: float = 120.0
+    max_flows: int = 100_000
+
+
+@dataclass(frozen=True)
+class OtlpConfig:
+    endpoint: str | None = None  # e.g. http://127.0.0.1:4317; None: OTEL_EXPORTER_OTLP_ENDPOINT
+    protocol: str = "grpc"  # grpc | http/protobuf
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 10.0
+    insecure: bool = True
+
+
+@dataclass(frozen=True)
+class FilesConfig:
+    enabled: bool = True  # write OTLP JSON files when no OTLP endpoint is configured
+    directory: str = "/var/lib/otelpeers"
+    max_file_bytes: int = 16 * 1024 * 1024
+    max_files: int = 8
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    otlp: OtlpConfig = field(default_factory=OtlpConfig)
+    files: FilesConfig = field(default_factory=FilesConfig)
+    max_queue_size: int = 20_000  # spans waiting for export; beyond it they are counted and dropped
+    max_export_batch_size: int = 2048
+    schedule_delay_s: float = 2.0
+    max_live_resources: int = 4096  # distinct process resources kept
+    live_view: bool = True  # terminal view of the busiest peers when stdout is a terminal
+    metrics_interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    ports: tuple[int, ...] = (53,)
+    max_payload: int = 512  # bytes of each DNS packet copied from the kernel
+    query_timeout_s: float = 5.0
+    cache_max_entries: int = 65536
+    cache_grace_s: float = 300.0
+    history_max_entries: int = 100_000
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    redact_command_lines: bool = True
+    max_processes: int = 65536
+    exited_grace_s: float = 60.0
+    max_command_line: int = 4096
+    hash_executables: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    kernel: KernelConfig = field(default_factory=KernelConfig)
+    flows: FlowConfig = field(default_factory=FlowConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+
+    def validate(self) -> Config:
+        k = self.kernel
+        _check(k.ringbuf_pages > 0 and k.ringbuf_pages & (k.ringbuf_pages - 1) == 0,
+               "kernel.ringbuf_pages", f"must be a power of two, got {k.ringbuf_pages}")
+        for name in ("max_sockets", "max_peers", "max_listeners"):
+            v = getattr(k, name)
+            _check(1 <= v <= 16_777_216, f"kernel.{name}", f"must be 1..16777216, got {v}")
+        _check(k.stats_interval_s > 0, "kernel.stats_interval_s", "must be > 0")
+        _check(k.attach_mode in ("link", "legacy"), "kernel.attach_mode",
+               f"must be 'link' or 'legacy', got {k.attach_mode!r}")
+        f = self.flows
+        for name in ("udp_idle_timeout_s", "icmp_idle_timeout_s", "tcp_close_grace_s"):
+            _check(getattr(f, name) > 0, f"flows.{name}", "must be > 0")
+        _check(f.max_flows >= 1, "flows.max_flows", "must be >= 1")
+        e = self.export
+        _check(e.otlp.protocol in ("grpc", "http/protobuf"), "export.otlp.protocol",
+               f"must be 'grpc' or 'http/protobuf', got {e.otlp.protocol!r}")
+        _check(e.max_queue_size >= 1, "export.max_queue_size", "must be >= 1")
+        _check(1 <= e.max_export_batch_size <= e.max_queue_size, "export.max_export_batch_size",
+               "must be between 1 and export.max_queue_size")
+        _check(e.files.max_file_bytes >= 4096, "export.files.max_file_bytes", "must be >= 4096")
+        _check(e.files.max_files >= 1, "export.files.max_files", "must be >= 1")
+        d = self.dns
+        _check(bool(d.ports) and all(1 <= p <= 65535 for p in d.ports), "dns.ports",
+               "must be a non-empty list of ports 1..65535")
+        _check(12 <= d.max_payload <= 1024, "dns.max_payload", "must be 12..1024 bytes")
+        return self
+
+
+def _check(ok: bool, path: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"config: {path} {why}")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """Build dataclass cls from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path or 'top level'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"config: unknown key {_join(path, unknown[0])}; known keys here: {', '.join(sorted(names))}")
+    kwargs = {name: _coerce(hints[name], value, _join(path, name)) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, path)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config: {path} must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        return tuple(_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f"config: {path} must be a mapping of strings to strings")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config: {path} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config: {path} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config: {path} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config: {path} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config: {path}: unsupported type {tp}")  # pragma: no cover
+
+
+def parse_config(data: Any) -> Config:
+    return _build(Config, data, "").validate()
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate a YAML config; None loads the built-in default."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if path is None and not p.exists():
+        return Config().validate()
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"config: cannot read {p}: {exc.strerror}; check the path and permissions") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config: {p} is not valid YAML: {exc}") from exc
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {p})") from None

@@ -1,0 +1,468 @@
+"""The flow table: socket lifecycle events in, one completed FlowRecord per flow out.
+
+A flow is one TCP connection (keyed by socket cookie) or one (socket, peer) pair of a UDP,
+ICMP or raw socket, since one unconnected socket can talk to many peers. Pure and
+synchronous: no threads, no clocks (time comes from events and from the caller), so it is
+tested with synthetic and replayed events.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+
+from otelpeers.events import (
+    ZERO_COUNTERS,
+    Counters,
+    Direction,
+    Kind,
+    Owner,
+    SocketEvent,
+    TcpInfo,
+)
+
+TCP_SYN_SENT = 2
+TCP_SYN_RECV = 3
+TCP_ESTABLISHED = 1
+TCP_CLOSE_WAIT = 8
+
+FlowKey = tuple[int, str, int]  # (cookie, peer address, peer port); TCP: ("", 0)
+
+
+class CloseReason(str, enum.Enum):
+    CLOSED = "closed"                  # orderly close (FIN), or a non-TCP socket released
+    RESET = "reset"                    # TCP aborted from ESTABLISHED/SYN_RECV/CLOSE_WAIT
+    CONNECT_FAILED = "connect_failed"  # refused, unreachable or timed out before established
+    IDLE_TIMEOUT = "idle_timeout"      # UDP/ICMP: no traffic for the configured timeout
+    RELEASED = "released"              # TCP released, CLOSE never seen within the grace period
+    SHUTDOWN = "shutdown"              # still open when the agent stopped
+    EVICTED = "evicted"                # flow table full: the oldest flow was pushed out
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A bound (and possibly listening) TCP socket, attached to inbound flows it accepted."""
+
+    local_addr: str
+    local_port: int
+    bind_ns: int
+    listen_ns: int | None
+    owner: Owner | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRecord:
+    flow_id: str
+    cookie: int
+    transport: str  # tcp | udp | icmp
+    family: int     # the socket's family
+    sock_type: int
+    direction: Direction
+    local_addr: str
+    local_port: int
+    peer_addr: str
+    peer_port: int
+    start_ns: int
+    end_ns: int
+    owner: Owner | None
+    netns_cookie: int
+    counters: Counters
+    tcp: TcpInfo | None
+    close_reason: CloseReason
+    listener: Listener | None = None
+    local_peer_flow_id: str | None = None  # the other end, when both ends are on this host
+    complete: bool = True  # False when exported at shutdown or eviction while still open
+
+    @property
+    def network_type(self) -> str:
+        return "ipv6" if ":" in self.peer_addr else "ipv4"
+
+    @property
+    def failed(self) -> bool:
+        return self.close_reason == CloseReason.CONNECT_FAILED
+
+
+@dataclass(slots=True)
+class _Flow:
+    key: FlowKey
+    cookie: int
+    protocol: int
+    family: int
+    sock_type: int
+    direction: Direction
+    start_ns: int
+    last_activity_ns: int
+    owner: Owner | None
+    netns_cookie: int
+    local_addr: str = ""
+    local_port: int = 0
+    peer_addr: str = ""
+    peer_port: int = 0
+    counters: Counters = ZERO_COUNTERS
+    base: Counters = ZERO_COUNTERS  # counts that belonged to an earlier, expired flow
+    tcp: TcpInfo | None = None
+    established: bool = False
+    released_ns: int | None = None
+    listener: Listener | None = None
+    local_peer_flow_id: str | None = None
+    generation: int = 0
+
+    @property
+    def flow_id(self) -> str:
+        cookie, addr, port = self.key
+        base = f"{cookie:x}" if not addr else f"{cookie:x}/{addr}/{port}"
+        return base if self.generation == 0 else f"{base}#{self.generation}"
+
+
+@dataclass(slots=True)
+class _Socket:
+    owner: Owner | None
+    family: int
+    protocol: int
+    sock_type: int
+    netns_cookie: int
+    bind: tuple[str, int, int] | None = None  # (addr, port, time)
+    flows: set[FlowKey] = field(default_factory=set)
+
+
+@dataclass
+class FlowTableStats:
+    flows_started: int = 0
+    flows_completed: int = 0
+    flows_evicted: int = 0
+    sockets_evicted: int = 0
+    orphan_events: int = 0  # events for sockets or flows the table never saw begin
+
+
+def _subtract(a: Counters, b: Counters) -> Counters:
+    return Counters(*(max(0, x - y) for x, y in zip(a.as_tuple(), b.as_tuple())))
+
+
+class FlowTable:
+    """Turns socket events into completed flow records; bounded in every dimension."""
+
+    def __init__(
+        self,
+        *,
+        udp_idle_timeout_ns: int = 60 * 10**9,
+        icmp_idle_timeout_ns: int = 30 * 10**9,
+        tcp_close_grace_ns: int = 120 * 10**9,
+        max_flows: int = 100_000,
+        max_sockets: int = 100_000,
+    ) -> None:
+        self.udp_idle_timeout_ns = udp_idle_timeout_ns
+        self.icmp_idle_timeout_ns = icmp_idle_timeout_ns
+        self.tcp_close_grace_ns = tcp_close_grace_ns
+        self.max_flows = max_flows
+        self.max_sockets = max_sockets
+        self.stats = FlowTableStats()
+        self._flows: OrderedDict[FlowKey, _Flow] = OrderedDict()
+        self._sockets: OrderedDict[int, _Socket] = OrderedDict()
+        self._listeners: dict[int, Listener] = {}  # local port -> listener
+        # Non-TCP flows that expired while their socket lives on: counts at expiry, so a
+        # later burst of traffic starts a new flow with only its own volume.
+        self._expired: OrderedDict[FlowKey, tuple[Counters, int]] = OrderedDict()
+        # Outbound TCP flows by (local addr, local port, peer addr, peer port), to find the
+        # client end of an inbound connection made on this host.
+        self._by_tuple: dict[tuple[str, int, str, int], FlowKey] = {}
+
+    # ---- queries -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def live_flows(self) -> list[FlowRecord]:
+        """Snapshot of open flows (for the live view and the graph); nothing is removed."""
+        return [self._record(f, f.last_activity_ns, CloseReason.SHUTDOWN, complete=False)
+                for f in self._flows.values()]
+
+    def live_tcp_cookies(self) -> list[int]:
+        return [f.cookie for f in self._flows.values() if f.protocol == socket.IPPROTO_TCP]
+
+    # ---- input ---------------------------------------------------------------------
+    def process(self, ev: SocketEvent) -> list[FlowRecord]:
+        """Apply one event; return the flows it completed (usually none)."""
+        handler = self._HANDLERS.get(ev.kind)
+        return handler(self, ev) if handler else []
+
+    def expire(self, now_ns: int) -> list[FlowRecord]:
+        """End idle UDP/ICMP flows and TCP flows released without a CLOSE."""
+        done: list[FlowRecord] = []
+        for key, f in list(self._flows.items()):
+            if f.protocol == socket.IPPROTO_TCP:
+                if f.released_ns is not None and now_ns - f.released_ns > self.tcp_close_grace_ns:
+                    done.append(self._complete(key, f.released_ns, CloseReason.RELEASED))
+                continue
+            timeout = (self.udp_idle_timeout_ns if f.protocol == socket.IPPROTO_UDP
+                       else self.icmp_idle_timeout_ns)
+            if now_ns - f.last_activity_ns > timeout:
+                self._remember_expired(key, f)
+                done.append(self._complete(key, f.last_activity_ns, CloseReason.IDLE_TIMEOUT))
+        return done
+
+    def drain(self, now_ns: int) -> list[FlowRecord]:
+        """Agent shutdown: every open flow, ended now and marked incomplete."""
+        done = [self._complete(key, now_ns, CloseReason.SHUTDOWN, complete=False)
+                for key in list(self._flows)]
+        self._sockets.clear()
+        return done
+
+    # ---- handlers ------------------------------------------------------------------
+    def _on_create(self, ev: SocketEvent) -> list[FlowRecord]:
+        self._socket(ev)
+        return []
+
+    def _on_bind(self, ev: SocketEvent) -> list[FlowRecord]:
+        s = self._socket(ev)
+        s.bind = (ev.local_addr, ev.local_port, ev.time_ns)
+        if ev.protocol == socket.IPPROTO_TCP:
+            self._listeners[ev.local_port] = Listener(
+                ev.local_addr, ev.local_port, ev.time_ns, None, ev.owner or s.owner)
+            self._bound_listeners()
+        return []
+
+    def _on_listen(self, ev: SocketEvent) -> list[FlowRecord]:
+        prev = self._listeners.get(ev.local_port)
+        if prev is not None:
+            self._listeners[ev.local_port] = replace(prev, listen_ns=ev.time_ns)
+        else:  # listen() on a socket bound implicitly: the tracepoint is all we have
+            self._listeners[ev.local_port] = Listener(
+                ev.local_addr, ev.local_port, ev.time_ns, ev.time_ns, ev.owner)
+            self._bound_listeners()
+        return []
+
+    def _on_connect(self, ev: SocketEvent) -> list[FlowRecord]:
+        s = self._socket(ev)
+        if ev.protocol != socket.IPPROTO_TCP:
+            return []  # UDP connect sends nothing; the flow starts with the first packet
+        key: FlowKey = (ev.cookie, "", 0)
+        done: list[FlowRecord] = []
+        if key in self._flows:  # connect() again on the same socket: a new attempt
+            done.append(self._complete(key, ev.time_ns, CloseReason.CONNECT_FAILED))
+        f = self._new_flow(key, ev, s, Direction.OUTBOUND)
+        f.peer_addr, f.peer_port = ev.peer_addr, ev.peer_port
+        return done + self._evict_if_full()
+
+    def _on_established(self, ev: SocketEvent) -> list[FlowRecord]:
+        key: FlowKey = (ev.cookie, "", 0)
+        f = self._flows.get(key)
+        done: list[FlowRecord] = []
+        if f is None:
+            s = self._sockets.get(ev.cookie)
+            f = self._new_flow(key, ev, s, ev.direction)
+            done = self._evict_if_full()
+        f.established = True
+        f.local_addr, f.local_port = ev.local_addr, ev.local_port
+        f.peer_addr, f.peer_port = ev.peer_addr, ev.peer_port
+        f.last_activity_ns = ev.time_ns
+        if f.owner is None or (ev.owner is not None and not ev.owner.joined):
+            f.owner = ev.owner or f.owner
+        tup = (f.local_addr, f.local_port, f.peer_addr, f.peer_port)
+        if f.direction == Direction.OUTBOUND:
+            self._by_tuple[tup] = key
+        else:
+            f.listener = self._listeners.get(f.local_port)
+            client_key = self._by_tuple.get((f.peer_addr, f.peer_port, f.local_addr, f.local_port))
+            client = self._flows.get(client_key) if client_key else None
+            if client is not None:
+                f.local_peer_flow_id = client.flow_id
+                client.local_peer_flow_id = f.flow_id
+        return done
+
+    def _on_tcp_close(self, ev: SocketEvent) -> list[FlowRecord]:
+        key: FlowKey = (ev.cookie, "", 0)
+        f = self._flows.get(key)
+        if f is None:
+            self.stats.orphan_events += 1
+            return []
+        f.tcp = ev.tcp
+        f.counters = f.counters.merged_max(ev.counters)
+        if ev.old_state == TCP_SYN_SENT:
+            reason = CloseReason.CONNECT_FAILED
+        elif ev.old_state in (TCP_ESTABLISHED, TCP_SYN_RECV, TCP_CLOSE_WAIT):
+            reason = CloseReason.RESET
+        else:
+            reason = CloseReason.CLOSED
+        return [self._complete(key, ev.time_ns, reason)]
+
+    def _on_peer(self, ev: SocketEvent) -> list[FlowRecord]:
+        if ev.protocol == socket.IPPROTO_TCP:
+            return []
+        key: FlowKey = (ev.cookie, ev.peer_addr, ev.peer_port)
+        if key in self._flows:
+            return []
+        s = self._socket(ev)
+        f = self._new_flow(key, ev, s, ev.direction)
+        f.local_addr, f.local_port = ev.local_addr, ev.local_port
+        f.peer_addr, f.peer_port = ev.peer_addr, ev.peer_port
+        s.flows.add(key)
+        return self._evict_if_full()
+
+    def _on_peer_stats(self, ev: SocketEvent) -> list[FlowRecord]:
+        key: FlowKey = (ev.cookie, ev.peer_addr, ev.peer_port)
+        f = self._flows.get(key)
+        if f is None:
+            expired = self._expired.get(key)
+            if expired is None or ev.counters.as_tuple() == expired[0].as_tuple():
+                return []
+            # Traffic after an idle expiry: a new flow with only the new volume.
+            del self._expired[key]
+            s = self._socket(ev)
+            f = self._new_flow(key, ev, s, ev.direction)
+            f.local_addr, f.local_port = ev.local_addr, ev.local_port
+            f.peer_addr, f.peer_port = ev.peer_addr, ev.peer_port
+            f.base, f.generation = expired[0], expired[1] + 1
+            s.flows.add(key)
+        self._update_counters(f, ev)
+        return self._evict_if_full()
+
+    def _on_sock_stats(self, ev: SocketEvent) -> list[FlowRecord]:
+        f = self._flows.get((ev.cookie, "", 0))
+        if f is not None:
+            self._update_counters(f, ev)
+        return []
+
+    def _on_release(self, ev: SocketEvent) -> list[FlowRecord]:
+        s = self._sockets.pop(ev.cookie, None)
+        done: list[FlowRecord] = []
+        if ev.protocol == socket.IPPROTO_TCP:
+            f = self._flows.get((ev.cookie, "", 0))
+            if f is not None:
+                f.counters = f.counters.merged_max(ev.counters)
+                if not f.established:
+                    done.append(self._complete(f.key, ev.time_ns, CloseReason.CONNECT_FAILED))
+                else:
+                    f.released_ns = ev.time_ns  # TCP may still be closing: wait for CLOSE
+            self._drop_listener(ev.cookie, s)
+            return done
+        keys = sorted(s.flows) if s else [k for k in self._flows if k[0] == ev.cookie]
+        live = [k for k in keys if k in self._flows]
+        if len(live) == 1:  # one peer: the socket's totals are that flow's totals
+            f = self._flows[live[0]]
+            f.counters = f.counters.merged_max(_subtract(ev.counters, f.base))
+        for key in live:
+            done.append(self._complete(key, ev.time_ns, CloseReason.CLOSED))
+        for key in keys:
+            self._expired.pop(key, None)
+        return done
+
+    _HANDLERS = {
+        Kind.SOCK_CREATE: _on_create,
+        Kind.BIND: _on_bind,
+        Kind.LISTEN: _on_listen,
+        Kind.CONNECT: _on_connect,
+        Kind.ESTABLISHED: _on_established,
+        Kind.TCP_CLOSE: _on_tcp_close,
+        Kind.PEER: _on_peer,
+        Kind.PEER_STATS: _on_peer_stats,
+        Kind.SOCK_STATS: _on_sock_stats,
+        Kind.RELEASE: _on_release,
+    }
+
+    # ---- internals -----------------------------------------------------------------
+    def _socket(self, ev: SocketEvent) -> _Socket:
+        s = self._sockets.get(ev.cookie)
+        if s is None:
+            s = _Socket(ev.owner, ev.family, ev.protocol, ev.sock_type, ev.netns_cookie)
+            self._sockets[ev.cookie] = s
+            while len(self._sockets) > self.max_sockets:
+                self._sockets.popitem(last=False)
+                self.stats.sockets_evicted += 1
+        elif ev.owner is not None and not ev.owner.joined:
+            s.owner = ev.owner  # the most recent process-context owner wins
+        return s
+
+    def _new_flow(self, key: FlowKey, ev: SocketEvent, s: _Socket | None,
+                  direction: Direction) -> _Flow:
+        owner = ev.owner or (s.owner if s else None)
+        f = _Flow(key=key, cookie=ev.cookie, protocol=ev.protocol, family=ev.family,
+                  sock_type=ev.sock_type, direction=direction, start_ns=ev.time_ns,
+                  last_activity_ns=ev.time_ns, owner=owner,
+                  netns_cookie=ev.netns_cookie or (s.netns_cookie if s else 0))
+        self._flows[key] = f
+        self.stats.flows_started += 1
+        return f
+
+    def _update_counters(self, f: _Flow, ev: SocketEvent) -> None:
+        new = f.counters.merged_max(_subtract(ev.counters, f.base))
+        if new.as_tuple() != f.counters.as_tuple():
+            f.counters = new
+            f.last_activity_ns = ev.time_ns
+
+    def _remember_expired(self, key: FlowKey, f: _Flow) -> None:
+        total = Counters(*(a + b for a, b in zip(f.counters.as_tuple(), f.base.as_tuple())))
+        self._expired[key] = (total, f.generation)
+        while len(self._expired) > self.max_flows:
+            self._expired.popitem(last=False)
+
+    def _bound_listeners(self) -> None:
+        while len(self._listeners) > self.max_sockets:
+            self._listeners.pop(next(iter(self._listeners)))
+
+    def _drop_listener(self, cookie: int, s: _Socket | None) -> None:
+        if s is not None and s.bind is not None:
+            lst = self._listeners.get(s.bind[1])
+            if lst is not None and lst.bind_ns == s.bind[2]:
+                del self._listeners[s.bind[1]]
+
+    def _evict_if_full(self) -> list[FlowRecord]:
+        done = []
+        while len(self._flows) > self.max_flows:
+            oldest = next(iter(self._flows))
+            f = self._flows[oldest]
+            done.append(self._complete(oldest, f.last_activity_ns, CloseReason.EVICTED,
+                                       complete=False))
+            self.stats.flows_evicted += 1
+        return done
+
+    def _complete(self, key: FlowKey, end_ns: int, reason: CloseReason,
+                  complete: bool = True) -> FlowRecord:
+        f = self._flows.pop(key)
+        if f.direction == Direction.OUTBOUND and f.local_port:
+            self._by_tuple.pop((f.local_addr, f.local_port, f.peer_addr, f.peer_port), None)
+        s = self._sockets.get(f.cookie)
+        if s is not None:
+            s.flows.discard(key)
+        self.stats.flows_completed += 1
+        return self._record(f, max(end_ns, f.start_ns), reason, complete)
+
+    @staticmethod
+    def _record(f: _Flow, end_ns: int, reason: CloseReason, complete: bool) -> FlowRecord:
+        return FlowRecord(
+            flow_id=f.flow_id, cookie=f.cookie,
+            transport={socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}.get(f.protocol, "icmp"),
+            family=f.family, sock_type=f.sock_type, direction=f.direction,
+            local_addr=f.local_addr, local_port=f.local_port,
+            peer_addr=f.peer_addr, peer_port=f.peer_port,
+            start_ns=f.start_ns, end_ns=end_ns, owner=f.owner, netns_cookie=f.netns_cookie,
+            counters=f.counters, tcp=f.tcp, close_reason=reason, listener=f.listener,
+            local_peer_flow_id=f.local_peer_flow_id, complete=complete,
+        )
+
+
+def flow_to_dict(r: FlowRecord) -> dict[str, object]:
+    """A flow record as plain JSON-ready data (for --print-flows and the graph)."""
+    o = r.owner
+    return {
+        "flow_id": r.flow_id, "cookie": r.cookie, "transport": r.transport,
+        "network_type": r.network_type, "direction": r.direction.name.lower(),
+        "local_addr": r.local_addr, "local_port": r.local_port,
+        "peer_addr": r.peer_addr, "peer_port": r.peer_port,
+        "start_ns": r.start_ns, "end_ns": r.end_ns,
+        "owner": None if o is None else {"pid": o.tgid, "comm": o.comm, "uid": o.uid,
+                                         "gid": o.gid, "cgroup_id": o.cgroup_id,
+                                         "joined": o.joined},
+        "netns_cookie": r.netns_cookie,
+        "packets_sent": r.counters.packets_out, "packets_received": r.counters.packets_in,
+        "bytes_sent": r.counters.payload_out, "bytes_received": r.counters.payload_in,
+        "wire_bytes_sent": r.counters.bytes_out, "wire_bytes_received": r.counters.bytes_in,
+        "tcp": None if r.tcp is None else {
+            "bytes_acked": r.tcp.bytes_acked, "bytes_received": r.tcp.bytes_received,
+            "retransmits": r.tcp.total_retrans, "srtt_us": r.tcp.srtt_us},
+        "close_reason": r.close_reason.value, "complete": r.complete,
+        "listener": None if r.listener is None else {
+            "addr": r.listener.local_addr, "port": r.listener.local_port,
+            "listening": r.listener.listen_ns is not None},
+        "local_peer_flow_id": r.local_peer_flow_id,
+    }

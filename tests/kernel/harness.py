@@ -1,0 +1,174 @@
+"""Kernel test harness: the real sensors in-process, test network namespaces, peers."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from otelpeers.config import Config
+from otelpeers.events import Event
+from otelpeers.flows import FlowRecord
+from otelpeers.kernel.loader import KernelSensors
+from otelpeers.kernel.source import KernelSource
+from otelpeers.pipeline import Pipeline
+
+PEERS = str(Path(__file__).with_name("peers.py"))
+PYTHON = sys.executable
+
+
+class Agent:
+    """Sensors + source + pipeline in a background thread, collecting flows and events."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        config = config or Config()
+        # Short intervals so idle expiry and volume reads happen within a test.
+        self.config = replace(config, kernel=replace(config.kernel, stats_interval_s=0.5))
+        self.records: list[FlowRecord] = []
+        self.events: list[Event] = []
+        self._cond = threading.Condition()
+        self.sensors = KernelSensors(self.config)
+        self.sensors.start()
+        try:
+            self.source = KernelSource(self.sensors, stats_interval_s=0.5)
+            self.pipeline = Pipeline(self.config, [self])
+            self._thread = threading.Thread(target=self._loop, name="agent", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.sensors.close()
+            raise
+
+    def export_flows(self, records: Sequence[FlowRecord]) -> None:
+        self.records.extend(records)  # called with self._cond held
+
+    def _loop(self) -> None:
+        next_tick = 0
+        for batch in self.source.batches(poll_timeout_ms=50):
+            with self._cond:
+                self.events.extend(batch)
+                self.pipeline.handle(batch)
+                if time.monotonic_ns() >= next_tick:
+                    self.pipeline.tick(time.time_ns())
+                    next_tick = time.monotonic_ns() + 200_000_000
+                self._cond.notify_all()
+
+    def wait_flow(self, pred: Callable[[FlowRecord], bool], timeout: float = 15.0) -> FlowRecord:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: any(pred(r) for r in self.records), timeout)
+            if not ok:
+                raise AssertionError(f"no matching flow within {timeout}s; flows seen: "
+                                     f"{[self._brief(r) for r in self.records][-20:]}")
+            return next(r for r in self.records if pred(r))
+
+    def wait_event(self, pred: Callable[[Event], bool], timeout: float = 15.0) -> Event:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: any(pred(e) for e in self.events), timeout)
+            if not ok:
+                raise AssertionError(f"no matching event within {timeout}s")
+            return next(e for e in self.events if pred(e))
+
+    @staticmethod
+    def _brief(r: FlowRecord) -> str:
+        comm = r.owner.comm if r.owner else "?"
+        return (f"{comm} {r.transport} {r.direction.name} {r.local_addr}:{r.local_port}->"
+                f"{r.peer_addr}:{r.peer_port} {r.close_reason.value}")
+
+    def stop(self) -> None:
+        self.source.stop()
+        self._thread.join(timeout=10)
+        with self._cond:
+            self.pipeline.finish(time.time_ns())
+        self.sensors.close()
+
+
+@dataclass(frozen=True)
+class NetNs:
+    name: str
+    host_ip: str
+    ns_ip: str
+    host_ip6: str
+    ns_ip6: str
+
+    def cmd(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+
+_counter = itertools.count(1)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def netns() -> Iterator[NetNs]:
+    """A network namespace joined to this one by a veth pair (IPv4 and IPv6)."""
+    n = (os.getpid() + next(_counter)) % 200 + 20
+    name = f"otp-test-{os.getpid()}-{n}"
+    host_if, ns_if = f"otph{n}", f"otpn{n}"
+    ns = NetNs(name, f"10.231.{n}.1", f"10.231.{n}.2", f"fd00:231:{n}::1", f"fd00:231:{n}::2")
+    _ip("netns", "add", name)
+    try:
+        _ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        _ip("link", "set", ns_if, "netns", name)
+        _ip("addr", "add", f"{ns.host_ip}/24", "dev", host_if)
+        _ip("addr", "add", f"{ns.host_ip6}/64", "dev", host_if, "nodad")
+        _ip("link", "set", host_if, "up")
+        _ip("-n", name, "addr", "add", f"{ns.ns_ip}/24", "dev", ns_if)
+        _ip("-n", name, "addr", "add", f"{ns.ns_ip6}/64", "dev", ns_if, "nodad")
+        _ip("-n", name, "link", "set", ns_if, "up")
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield ns
+    finally:
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+        for pid in pids.stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), 9)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+class Proc:
+    """A peer process; its first stdout line "READY <port>" is waited for, not slept on."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        self.port = 0
+
+    def ready(self, timeout: float = 15.0) -> int:
+        line = self._line(timeout)
+        if not line.startswith("READY"):
+            raise AssertionError(f"peer did not get ready: {line!r} {self.p.stderr.read()}")
+        self.port = int(line.split()[1])
+        return self.port
+
+    def _line(self, timeout: float) -> str:
+        result: list[str] = []
+        t = threading.Thread(target=lambda: result.append(self.p.stdout.readline()))
+        t.start()
+        t.join(timeout)
+        return result[0].strip() if result else ""
+
+    def finish(self, timeout: float = 15.0) -> str:
+        out, err = self.p.communicate(timeout=timeout)
+        if self.p.returncode != 0:
+            raise AssertionError(f"peer failed ({self.p.returncode}): {err}")
+        return out
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+def peer(*args: str, ns: NetNs | None = None) -> Proc:
+    argv = [PYTHON, PEERS, *args]
+    return Proc(ns.cmd(*argv) if ns else argv)

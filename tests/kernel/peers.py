@@ -1,0 +1,93 @@
+"""Real test peers, run as separate processes (often inside a test network namespace).
+
+Each server prints "READY <port>" once it listens, so tests wait on that line instead of
+sleeping. Usage: python peers.py MODE [args]; see main().
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+
+def _family(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def _recv_exact(conn: socket.socket, n: int) -> int:
+    got = 0
+    while got < n:
+        chunk = conn.recv(min(65536, n - got))
+        if not chunk:
+            break
+        got += len(chunk)
+    return got
+
+
+def tcp_server(addr: str, expect: int, reply: int) -> None:
+    """Accept one connection, read `expect` bytes, send `reply` bytes, close."""
+    srv = socket.socket(_family(addr), socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, 0))
+    srv.listen(8)
+    print(f"READY {srv.getsockname()[1]}", flush=True)
+    conn, _ = srv.accept()
+    _recv_exact(conn, expect)
+    conn.sendall(b"s" * reply)
+    conn.shutdown(socket.SHUT_WR)
+    conn.recv(1)  # wait for the client's close so both ends end cleanly
+    conn.close()
+    srv.close()
+
+
+def tcp_client(addr: str, port: int, send: int, expect: int) -> None:
+    c = socket.create_connection((addr, port), timeout=10)
+    c.sendall(b"c" * send)
+    got = _recv_exact(c, expect)
+    c.close()
+    print(f"DONE {got}", flush=True)
+
+
+def udp_echo(addr: str, count: int) -> None:
+    """Echo `count` datagrams back to their senders (unconnected server socket)."""
+    s = socket.socket(_family(addr), socket.SOCK_DGRAM)
+    s.bind((addr, 0))
+    print(f"READY {s.getsockname()[1]}", flush=True)
+    for _ in range(count):
+        data, peer = s.recvfrom(65536)
+        s.sendto(data, peer)
+    s.close()
+
+
+def udp_client(addr: str, port: int, count: int, size: int, connected: str) -> None:
+    s = socket.socket(_family(addr), socket.SOCK_DGRAM)
+    s.settimeout(10)
+    if connected == "connected":
+        s.connect((addr, port))
+    for _ in range(count):
+        if connected == "connected":
+            s.send(b"u" * size)
+            s.recv(65536)
+        else:
+            s.sendto(b"u" * size, (addr, port))
+            s.recvfrom(65536)
+    s.close()
+    print("DONE", flush=True)
+
+
+def main(argv: list[str]) -> None:
+    mode, args = argv[0], argv[1:]
+    if mode == "tcp-server":
+        tcp_server(args[0], int(args[1]), int(args[2]))
+    elif mode == "tcp-client":
+        tcp_client(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif mode == "udp-echo":
+        udp_echo(args[0], int(args[1]))
+    elif mode == "udp-client":
+        udp_client(args[0], int(args[1]), int(args[2]), int(args[3]), args[4])
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,95 @@
+"""Rotating OTLP JSON lines file exporter."""
+
+from __future__ import annotations
+
+import json
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from otelpeers import attributes as A
+from otelpeers.config import ExportConfig
+from otelpeers.otel import FlowSpanExporter, RotatingJsonLinesSpanExporter, SpanMapper
+from otelpeers.otel.ids import FlowIds
+from otelpeers.otel.synthetic import local_pair, many
+
+MAPPER = SpanMapper(FlowIds(b"x" * 16))
+RES = Resource({A.SERVICE_NAME: "curl"})
+
+
+def spans(n, start=0x1000):
+    return [MAPPER.to_span(r, RES) for r in many(n, start_cookie=start)]
+
+
+def read_lines(directory):
+    out = []
+    for p in sorted(directory.glob("otelpeers-traces*.jsonl")):
+        out += [json.loads(line) for line in p.read_text().splitlines()]
+    return out
+
+
+def test_lines_are_otlp_json_with_hex_ids(tmp_path):
+    exp = RotatingJsonLinesSpanExporter(tmp_path, 1 << 20, 3)
+    client, server = local_pair()
+    s = [MAPPER.to_span(client, RES), MAPPER.to_span(server, RES)]
+    assert exp.export(s) == SpanExportResult.SUCCESS
+    exp.shutdown()
+    (req,) = read_lines(tmp_path)
+    (rs,) = req["resourceSpans"]
+    out = rs["scopeSpans"][0]["spans"]
+    assert [o["traceId"] for o in out] == [f"{x.context.trace_id:032x}" for x in s]
+    assert [o["spanId"] for o in out] == [f"{x.context.span_id:016x}" for x in s]
+    assert out[1]["parentSpanId"] == f"{s[0].context.span_id:016x}"
+    assert out[0]["kind"] == 3 and out[1]["kind"] == 2  # CLIENT, SERVER as integers
+    assert rs["resource"]["attributes"] == [{"key": "service.name",
+                                             "value": {"stringValue": "curl"}}]
+    assert rs["scopeSpans"][0]["scope"]["name"] == "otelpeers"
+    assert (tmp_path / "otelpeers-traces.jsonl").stat().st_mode & 0o777 == 0o640
+
+
+def test_rotation_bounds_files_and_bytes(tmp_path):
+    max_bytes, max_files = 8192, 3
+    exp = RotatingJsonLinesSpanExporter(tmp_path, max_bytes, max_files)
+    for i in range(60):
+        assert exp.export(spans(4, start=0x1000 + 4 * i)) == SpanExportResult.SUCCESS
+    exp.shutdown()
+    files = sorted(tmp_path.glob("otelpeers-traces*.jsonl"))
+    assert [f.name for f in files] == ["otelpeers-traces.1.jsonl", "otelpeers-traces.2.jsonl",
+                                       "otelpeers-traces.jsonl"]
+    assert all(f.stat().st_size <= max_bytes for f in files)
+    # The newest spans survive; the oldest rotated out.
+    ids = {a["value"]["stringValue"] for req in read_lines(tmp_path)
+           for rs in req["resourceSpans"] for sp in rs["scopeSpans"][0]["spans"]
+           for a in sp["attributes"] if a["key"] == A.FLOW_ID}
+    assert f"{0x1000 + 4 * 59 + 3:x}" in ids and f"{0x1000:x}" not in ids
+
+
+def test_batch_larger_than_a_file_is_split(tmp_path):
+    exp = RotatingJsonLinesSpanExporter(tmp_path, 4096, 50)
+    assert exp.export(spans(40)) == SpanExportResult.SUCCESS
+    exp.shutdown()
+    n = sum(len(rs["scopeSpans"][0]["spans"]) for req in read_lines(tmp_path)
+            for rs in req["resourceSpans"])
+    assert n == 40
+    assert exp.spans_too_large == 0
+    assert all(p.stat().st_size <= 4096 for p in tmp_path.glob("*.jsonl"))
+
+
+def test_appends_to_existing_file_and_counts_its_size(tmp_path):
+    exp = RotatingJsonLinesSpanExporter(tmp_path, 1 << 20, 2)
+    exp.export(spans(2))
+    exp.shutdown()
+    exp2 = RotatingJsonLinesSpanExporter(tmp_path, 1 << 20, 2)
+    exp2.export(spans(2, start=0x5000))
+    exp2.shutdown()
+    assert len(read_lines(tmp_path)) == 2
+
+
+def test_unwritable_directory_is_a_counted_failure(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    exp = FlowSpanExporter(ExportConfig(), host_resource=RES, boot_id=b"x" * 16,
+                           span_exporter=RotatingJsonLinesSpanExporter(blocker / "d", 8192, 2))
+    exp.export_flows(list(many(3)))
+    exp.shutdown()
+    assert exp.stats["spans_failed"] == 3
