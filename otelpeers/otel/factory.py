@@ -77,8 +77,8 @@ def build_span_exporter(config: ExportConfig, env: Mapping[str, str] | None = No
     timeout = otlp.timeout_s if endpoint else None  # env endpoint: the SDK reads env timeout
     quiet_sdk_exporter_logs()
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        return OTLPSpanExporter(endpoint=endpoint, insecure=otlp.insecure if endpoint else None,
+        from otelpeers.otel.wire import FastOTLPSpanExporter
+        return FastOTLPSpanExporter(endpoint=endpoint, insecure=otlp.insecure if endpoint else None,
                                 headers=headers, timeout=timeout)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,

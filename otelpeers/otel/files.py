@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from google.protobuf import json_format
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from otelpeers.otel.wire import encode_request
 
 _log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _hex_ids(obj: dict) -> None:
 
 def request_json(spans: Sequence[ReadableSpan]) -> str:
     """One OTLP/JSON line for these spans (no newline)."""
-    msg = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+    msg = json_format.MessageToDict(encode_request(spans), use_integers_for_enums=True)
     for rs in msg.get("resourceSpans", ()):
         for ss in rs.get("scopeSpans", ()):
             for span in ss.get("spans", ()):

@@ -33,11 +33,14 @@ class Unsupported(Exception):
     """A span or value this encoder does not write; the caller uses encode_spans."""
 
 
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
 def _varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _SMALL[n]
     if n < 0:
         n += 1 << 64  # int64 as two's complement, ten bytes
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -53,31 +56,57 @@ def _ld(field: int, payload: bytes) -> bytes:
 
 @lru_cache(maxsize=4096)
 def _key(key: str) -> bytes:
-    return _ld(1, key.encode())
+    """KeyValue.key field, then the tag of KeyValue.value."""
+    return _ld(1, key.encode()) + b"\x12"
 
 
 def _any_value(v: object) -> bytes:
-    if isinstance(v, str):
-        return _ld(1, v.encode())
-    if isinstance(v, bool):
+    t = type(v)
+    if t is str:
+        b = v.encode()
+        return b"\x0a" + _varint(len(b)) + b
+    if t is bool:
         return b"\x10\x01" if v else b"\x10\x00"
-    if isinstance(v, int):
+    if t is int:
         if not -(1 << 63) <= v < (1 << 63):
             raise Unsupported(f"integer out of int64 range: {v}")
         return b"\x18" + _varint(v)
-    if isinstance(v, float):
+    if t is float:
         return b"\x21" + _pack_d(v)
-    if isinstance(v, Sequence) and not isinstance(v, bytes | bytearray):
+    if isinstance(v, Sequence) and not isinstance(v, str | bytes | bytearray):
         return _ld(5, b"".join(_ld(1, _any_value(x)) for x in v))
     raise Unsupported(f"attribute value of type {type(v).__name__}")
+
+
+# Encoded KeyValue fields of repeated (key, string or bool value) pairs: transport, network
+# type, local address, close reason, ... Bounded by clearing when full.
+_kv_cache: dict[tuple, bytes] = {}
+_KV_CACHE_MAX = 65536
 
 
 def _attributes(field: int, attrs: Mapping[str, object] | None) -> bytes:
     if not attrs:
         return b""
+    tag = _varint(field << 3 | 2)
     parts = []
+    append = parts.append
+    cache = _kv_cache
     for k, v in attrs.items():
-        parts.append(_ld(field, _key(k) + _ld(2, _any_value(v))))
+        t = type(v)
+        ck = (k, v, t) if t is str or t is bool else None
+        if ck is not None:
+            b = cache.get(ck)
+            if b is not None:
+                append(b)
+                continue
+        val = _any_value(v)
+        inner = _key(k) + _varint(len(val)) + val
+        b = tag + _varint(len(inner)) + inner
+        if ck is not None:
+            if len(cache) >= _KV_CACHE_MAX:
+                cache.clear()
+            cache[ck] = b
+        append(b)
     return b"".join(parts)
 
 
@@ -146,7 +175,8 @@ def encode_request_bytes(spans: Sequence[ReadableSpan]) -> bytes:
     for res, scopes in groups.items():
         body = [_resource_bytes(res)]
         for scope, encoded in scopes.items():
-            head, tail = _scope_bytes(scope) if scope is not None else (b"", b"")
+            # No scope: an empty scope message, as encode_spans writes.
+            head, tail = _scope_bytes(scope) if scope is not None else (b"\x0a\x00", b"")
             body.append(_ld(2, head + b"".join(encoded) + tail))
         out.append(_ld(1, b"".join(body)))
     return b"".join(out)

@@ -200,6 +200,10 @@ class ProcessTable:
         exited before it was read), only what the kernel said is used, and
         otelpeers.process.context says "exited".
         """
+        with self._lock:  # the exporter calls from its own thread; name caches are shared
+            return self._resource_attributes(owner)
+
+    def _resource_attributes(self, owner: Owner) -> dict[str, AttributeValue]:
         info = self.lookup(owner.tgid, comm_hint=owner.comm)
         if info is None:
             attrs: dict[str, AttributeValue] = {

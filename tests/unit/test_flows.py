@@ -1,0 +1,166 @@
+"""The flow table on synthetic event sequences."""
+
+from __future__ import annotations
+
+import socket
+
+from otelpeers.events import Counters, Direction, Kind, Owner, SocketEvent, TcpInfo
+from otelpeers.flows import CloseReason, FlowTable, flow_to_dict
+
+CURL = Owner(100, 100, 1000, 1000, 7, "curl")
+NGINX = Owner(200, 200, 33, 33, 8, "nginx")
+S = 10**9
+
+
+def ev(kind: Kind, t: float, cookie: int, **kw: object) -> SocketEvent:
+    return SocketEvent(kind=kind, time_ns=int(t * S), cookie=cookie, **kw)  # type: ignore[arg-type]
+
+
+def tcp_client(table: FlowTable, cookie: int = 1, port: int = 40000) -> list:
+    out = []
+    out += table.process(ev(Kind.SOCK_CREATE, 0, cookie, owner=CURL))
+    out += table.process(ev(Kind.CONNECT, 1, cookie, owner=CURL, peer_addr="10.0.0.2",
+                            peer_port=80, direction=Direction.OUTBOUND))
+    out += table.process(ev(Kind.ESTABLISHED, 1.1, cookie, local_addr="10.0.0.1",
+                            local_port=port, peer_addr="10.0.0.2", peer_port=80,
+                            direction=Direction.OUTBOUND, owner=CURL))
+    return out
+
+
+def test_tcp_lifecycle_one_record() -> None:
+    t = FlowTable()
+    assert tcp_client(t) == []
+    assert t.process(ev(Kind.RELEASE, 2, 1, counters=Counters(5, 500, 300, 4, 400, 200))) == []
+    done = t.process(ev(Kind.TCP_CLOSE, 2.5, 1, old_state=4, new_state=7,
+                        counters=Counters(6, 540, 300, 5, 440, 200),
+                        tcp=TcpInfo(301, 201, 0, 40)))
+    assert len(done) == 1
+    r = done[0]
+    assert r.close_reason == CloseReason.CLOSED and r.complete
+    assert (r.start_ns, r.end_ns) == (1 * S, int(2.5 * S))
+    assert r.owner == CURL and r.direction == Direction.OUTBOUND
+    assert (r.local_addr, r.local_port, r.peer_addr, r.peer_port) == ("10.0.0.1", 40000,
+                                                                      "10.0.0.2", 80)
+    assert r.counters.packets_out == 6 and r.counters.payload_out == 300
+    assert r.tcp is not None and r.tcp.srtt_us == 40
+    assert len(t) == 0
+    assert flow_to_dict(r)["bytes_sent"] == 300
+
+
+def test_close_reasons_from_tcp_state() -> None:
+    for old_state, reason in [(2, CloseReason.CONNECT_FAILED), (1, CloseReason.RESET),
+                              (9, CloseReason.CLOSED), (4, CloseReason.CLOSED)]:
+        t = FlowTable()
+        tcp_client(t)
+        (r,) = t.process(ev(Kind.TCP_CLOSE, 3, 1, old_state=old_state, new_state=7))
+        assert r.close_reason == reason, old_state
+
+
+def test_connect_then_release_without_established_is_failed() -> None:
+    t = FlowTable()
+    t.process(ev(Kind.CONNECT, 1, 5, owner=CURL, peer_addr="10.0.0.9", peer_port=1))
+    (r,) = t.process(ev(Kind.RELEASE, 2, 5))
+    assert r.close_reason == CloseReason.CONNECT_FAILED and r.peer_port == 1
+
+
+def test_released_tcp_without_close_expires_after_grace() -> None:
+    t = FlowTable(tcp_close_grace_ns=10 * S)
+    tcp_client(t)
+    t.process(ev(Kind.RELEASE, 2, 1))
+    assert t.expire(11 * S) == []
+    (r,) = t.expire(13 * S)
+    assert r.close_reason == CloseReason.RELEASED and r.end_ns == 2 * S
+
+
+def test_inbound_owned_through_listener_and_local_pair_matched() -> None:
+    t = FlowTable()
+    t.process(ev(Kind.SOCK_CREATE, 0, 50, owner=NGINX))
+    t.process(ev(Kind.BIND, 0.1, 50, owner=NGINX, local_addr="0.0.0.0", local_port=80))
+    t.process(ev(Kind.LISTEN, 0.2, 0, owner=NGINX, local_addr="0.0.0.0", local_port=80))
+    tcp_client(t, cookie=1, port=40000)
+    joined = Owner(200, 200, 33, 33, 8, "nginx", joined=True)
+    t.process(ev(Kind.ESTABLISHED, 1.2, 51, local_addr="10.0.0.2", local_port=80,
+                 peer_addr="10.0.0.1", peer_port=40000, direction=Direction.INBOUND,
+                 owner=joined))
+    (server,) = t.process(ev(Kind.TCP_CLOSE, 2, 51, old_state=9, new_state=7))
+    (client,) = t.process(ev(Kind.TCP_CLOSE, 2.1, 1, old_state=6, new_state=7))
+    assert server.direction == Direction.INBOUND and server.owner == joined
+    assert server.listener is not None and server.listener.local_port == 80
+    assert server.listener.listen_ns == int(0.2 * S)
+    assert server.local_peer_flow_id == client.flow_id
+    assert client.local_peer_flow_id == server.flow_id
+
+
+def udp_peer(t: FlowTable, cookie: int, peer: str, t0: float, direction=Direction.OUTBOUND):
+    return t.process(ev(Kind.PEER, t0, cookie, protocol=socket.IPPROTO_UDP,
+                        sock_type=socket.SOCK_DGRAM, owner=CURL, local_addr="10.0.0.1",
+                        local_port=5000, peer_addr=peer, peer_port=53, direction=direction))
+
+
+def stats(t: FlowTable, cookie: int, peer: str, at: float, c: Counters):
+    return t.process(ev(Kind.PEER_STATS, at, cookie, protocol=socket.IPPROTO_UDP,
+                        peer_addr=peer, peer_port=53, counters=c))
+
+
+def test_unconnected_udp_is_one_flow_per_peer() -> None:
+    t = FlowTable()
+    udp_peer(t, 7, "192.0.2.1", 1)
+    udp_peer(t, 7, "192.0.2.2", 1.5)
+    stats(t, 7, "192.0.2.1", 2, Counters(2, 100, 44, 2, 300, 244))
+    stats(t, 7, "192.0.2.2", 2, Counters(1, 50, 22, 0, 0, 0))
+    done = t.process(ev(Kind.RELEASE, 3, 7, protocol=socket.IPPROTO_UDP))
+    by_peer = {r.peer_addr: r for r in done}
+    assert set(by_peer) == {"192.0.2.1", "192.0.2.2"}
+    assert by_peer["192.0.2.1"].counters.payload_in == 244
+    assert by_peer["192.0.2.2"].counters.packets_in == 0
+    assert all(r.close_reason == CloseReason.CLOSED and r.transport == "udp" for r in done)
+
+
+def test_udp_idle_timeout_then_new_traffic_starts_a_new_flow() -> None:
+    t = FlowTable(udp_idle_timeout_ns=5 * S)
+    udp_peer(t, 7, "192.0.2.1", 0)
+    stats(t, 7, "192.0.2.1", 1, Counters(1, 50, 22, 1, 60, 32))
+    stats(t, 7, "192.0.2.1", 4, Counters(1, 50, 22, 1, 60, 32))  # no change: still idle
+    assert t.expire(5.5 * S) == []
+    (first,) = t.expire(6.5 * S)
+    assert first.close_reason == CloseReason.IDLE_TIMEOUT and first.end_ns == 1 * S
+    stats(t, 7, "192.0.2.1", 8, Counters(1, 50, 22, 1, 60, 32))  # unchanged: nothing new
+    assert len(t) == 0
+    stats(t, 7, "192.0.2.1", 9, Counters(3, 150, 66, 2, 120, 64))
+    (second,) = t.process(ev(Kind.RELEASE, 10, 7, protocol=socket.IPPROTO_UDP,
+                             counters=Counters(3, 150, 66, 2, 120, 64)))
+    assert second.flow_id != first.flow_id
+    assert second.counters == Counters(2, 100, 44, 1, 60, 32)  # only the new volume
+
+
+def test_flow_table_is_bounded_and_counts_evictions() -> None:
+    t = FlowTable(max_flows=100)
+    out = []
+    for i in range(250):
+        out += tcp_client(t, cookie=i + 1, port=10000 + i)
+    assert len(t) == 100
+    assert len(out) == 150 and t.stats.flows_evicted == 150
+    assert all(r.close_reason == CloseReason.EVICTED and not r.complete for r in out)
+
+
+def test_drain_marks_open_flows_incomplete() -> None:
+    t = FlowTable()
+    tcp_client(t)
+    udp_peer(t, 9, "192.0.2.1", 1)
+    done = t.drain(50 * S)
+    assert len(done) == 2 and all(not r.complete for r in done)
+    assert all(r.close_reason == CloseReason.SHUTDOWN and r.end_ns == 50 * S for r in done)
+
+
+def test_orphan_close_is_counted_not_raised() -> None:
+    t = FlowTable()
+    assert t.process(ev(Kind.TCP_CLOSE, 1, 99, old_state=1, new_state=7)) == []
+    assert t.stats.orphan_events == 1
+
+
+def test_periodic_sock_stats_update_long_lived_flow() -> None:
+    t = FlowTable()
+    tcp_client(t)
+    t.process(ev(Kind.SOCK_STATS, 30, 1, counters=Counters(100, 10**6, 9 * 10**5, 50, 5000, 2000)))
+    (live,) = t.live_flows()
+    assert live.counters.payload_out == 9 * 10**5 and not live.complete
