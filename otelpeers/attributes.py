@@ -71,12 +71,12 @@ SPAN_ICMP = "icmp"
 SCOPE_NAME = "otelpeers"
 
 # ---- metrics -----------------------------------------------------------------------------
-METRIC_FLOW_BYTES = "otelpeers.flow.bytes"
-METRIC_FLOW_CONNECTIONS = "otelpeers.flow.connections"
-METRIC_AGENT_PREFIX = "otelpeers.agent."
-METRIC_ATTR_DIRECTION = "otelpeers.direction"  # sent | received (bytes), outbound | inbound
-METRIC_ATTR_PROCESS = "otelpeers.process"
-METRIC_ATTR_PEER = "otelpeers.peer"
+METRIC_FLOW_BYTES = "otelpeers.flow.bytes"  # counter, By
+METRIC_FLOW_CONNECTIONS = "otelpeers.flow.connections"  # counter, {connection}
+METRIC_AGENT_PREFIX = "otelpeers.agent."  # observable counters of agent self-telemetry
+NETWORK_IO_DIRECTION = "network.io.direction"  # transmit | receive
+FLOW_DIRECTION = "otelpeers.flow.direction"  # outbound | inbound | unknown
+PEER_OTHER = "other"  # network.peer.address once the (process, peer) bound is reached
 
 # ---- DNS spans (otelpeers.dns) -----------------------------------------------------------
 SPAN_DNS_QUERY = "dns query"

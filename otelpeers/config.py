@@ -137,13 +137,15 @@ def _build(cls: type, data: Any, path: str) -> Any:
     if data is None:
         return cls()
     if not isinstance(data, dict):
-        raise ConfigError(f"config: {path or 'top level'} must be a mapping, got {type(data).__name__}")
+        where = path or "top level"
+        raise ConfigError(f"config: {where} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(
-            f"config: unknown key {_join(path, unknown[0])}; known keys here: {', '.join(sorted(names))}")
+        known = ", ".join(sorted(names))
+        key = _join(path, unknown[0])
+        raise ConfigError(f"config: unknown key {key}; known keys here: {known}")
     kwargs = {name: _coerce(hints[name], value, _join(path, name)) for name, value in data.items()}
     return cls(**kwargs)
 

@@ -28,10 +28,12 @@ TCP_SYN_RECV = 3
 TCP_ESTABLISHED = 1
 TCP_CLOSE_WAIT = 8
 
+TRANSPORTS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
+
 FlowKey = tuple[int, str, int]  # (cookie, peer address, peer port); TCP: ("", 0)
 
 
-class CloseReason(str, enum.Enum):
+class CloseReason(enum.StrEnum):
     CLOSED = "closed"                  # orderly close (FIN), or a non-TCP socket released
     RESET = "reset"                    # TCP aborted from ESTABLISHED/SYN_RECV/CLOSE_WAIT
     CONNECT_FAILED = "connect_failed"  # refused, unreachable or timed out before established
@@ -50,6 +52,19 @@ class Listener:
     bind_ns: int
     listen_ns: int | None
     owner: Owner | None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnnotation:
+    """What DNS said about a flow's peer address, set by the DNS stage before export."""
+
+    resolved: bool  # False: no resolution seen for this address (direct-IP connection)
+    question_name: str = ""  # the name the application asked for
+    cname_chain: tuple[str, ...] = ()
+    how: str = ""  # same_process | host
+    txn_id: str = ""
+    trace_id: int | None = None  # the DNS span, for a span link
+    span_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +89,7 @@ class FlowRecord:
     listener: Listener | None = None
     local_peer_flow_id: str | None = None  # the other end, when both ends are on this host
     complete: bool = True  # False when exported at shutdown or eviction while still open
+    dns: DnsAnnotation | None = None  # outbound flows, once the DNS stage has looked
 
     @property
     def network_type(self) -> str:
@@ -137,7 +153,7 @@ class FlowTableStats:
 
 
 def _subtract(a: Counters, b: Counters) -> Counters:
-    return Counters(*(max(0, x - y) for x, y in zip(a.as_tuple(), b.as_tuple())))
+    return Counters(*(max(0, x - y) for x, y in zip(a.as_tuple(), b.as_tuple(), strict=True)))
 
 
 class FlowTable:
@@ -391,7 +407,8 @@ class FlowTable:
             f.last_activity_ns = ev.time_ns
 
     def _remember_expired(self, key: FlowKey, f: _Flow) -> None:
-        total = Counters(*(a + b for a, b in zip(f.counters.as_tuple(), f.base.as_tuple())))
+        pairs = zip(f.counters.as_tuple(), f.base.as_tuple(), strict=True)
+        total = Counters(*(a + b for a, b in pairs))
         self._expired[key] = (total, f.generation)
         while len(self._expired) > self.max_flows:
             self._expired.popitem(last=False)
@@ -431,7 +448,7 @@ class FlowTable:
     def _record(f: _Flow, end_ns: int, reason: CloseReason, complete: bool) -> FlowRecord:
         return FlowRecord(
             flow_id=f.flow_id, cookie=f.cookie,
-            transport={socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}.get(f.protocol, "icmp"),
+            transport=TRANSPORTS.get(f.protocol, "icmp"),
             family=f.family, sock_type=f.sock_type, direction=f.direction,
             local_addr=f.local_addr, local_port=f.local_port,
             peer_addr=f.peer_addr, peer_port=f.peer_port,
@@ -465,4 +482,7 @@ def flow_to_dict(r: FlowRecord) -> dict[str, object]:
             "addr": r.listener.local_addr, "port": r.listener.local_port,
             "listening": r.listener.listen_ns is not None},
         "local_peer_flow_id": r.local_peer_flow_id,
+        "dns": None if r.dns is None else {
+            "resolved": r.dns.resolved, "question_name": r.dns.question_name,
+            "cname_chain": list(r.dns.cname_chain), "how": r.dns.how, "txn_id": r.dns.txn_id},
     }

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from otelpeers.config import Config
-from otelpeers.events import DnsPacketEvent, Event
+from otelpeers.events import DnsPacketEvent, Event, Kind
 from otelpeers.flows import FlowRecord, FlowTable
 
 
@@ -22,6 +22,7 @@ class DnsStage(Protocol):
     """Consumes DNS packets; annotates flows with the resolution that named their peer."""
 
     def on_packet(self, ev: DnsPacketEvent) -> None: ...
+    def close_socket(self, cookie: int, now_ns: int) -> None: ...
     def tick(self, now_ns: int) -> None: ...
     def annotate(self, records: Sequence[FlowRecord]) -> Sequence[FlowRecord]: ...
     def finish(self, now_ns: int) -> None: ...
@@ -52,6 +53,8 @@ class Pipeline:
                 if self.dns is not None:
                     self.dns.on_packet(ev)
                 continue
+            if ev.kind == Kind.RELEASE and self.dns is not None:
+                self.dns.close_socket(ev.cookie, ev.time_ns)
             done.extend(self.flows.process(ev))
         self._emit(done)
 

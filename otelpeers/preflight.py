@@ -222,7 +222,6 @@ def _headers_dir() -> str:
     return str(build.resolve()) if build.exists() else f"{build} (missing)"
 
 
-
 def _load_program(bpf_cls: Any, attach_cls: Any, b: Any, check: ProgramCheck) -> CheckResult:
     row, func, prog_type, attaches = check
     loaded: list[str] = []

@@ -8,6 +8,7 @@ source counts records it could not decode.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import logging
@@ -138,10 +139,8 @@ class KernelSource:
         except KeyError:
             return
         if delete:
-            try:
+            with contextlib.suppress(KeyError):
                 del table[key]
-            except KeyError:
-                pass
         local_addr, local_port, direction, sock_type = meta
         fam = ref[1]
         peer = str(ipaddress.ip_address(ref[2][:4] if fam == socket.AF_INET else ref[2]))

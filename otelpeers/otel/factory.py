@@ -51,14 +51,14 @@ def resolve_otlp(config: ExportConfig, env: Mapping[str, str] | None = None
     return protocol, None
 
 
-def http_traces_url(endpoint: str) -> str:
+def http_traces_url(endpoint: str, signal_path: str = TRACES_PATH) -> str:
     """A configured base URL gets the signal path, as OTEL_EXPORTER_OTLP_ENDPOINT does."""
     parsed = urlparse(endpoint)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ConfigError(f"config: export.otlp.endpoint {endpoint!r} must be an http:// or "
                           "https:// URL for protocol http/protobuf")
     if parsed.path in ("", "/"):
-        return endpoint.rstrip("/") + TRACES_PATH
+        return endpoint.rstrip("/") + signal_path
     return endpoint
 
 

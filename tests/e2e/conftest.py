@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from otlp_sink import OtlpSink  # tests/e2e is on sys.path under pytest
+from otlp_sink import OtlpSink, free_port  # tests/e2e is on sys.path under pytest
 
 
 def rotel_binary() -> Path | None:
@@ -19,12 +19,6 @@ def rotel_binary() -> Path | None:
         return None
     p = Path(rotel.__file__).parent / "rotel-agent"
     return p if p.exists() else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 20) -> None:

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from concurrent import futures
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):

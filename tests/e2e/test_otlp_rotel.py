@@ -6,7 +6,7 @@ import time
 
 import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
-from otlp_sink import span_attrs
+from otlp_sink import free_port, span_attrs
 
 from otelpeers import attributes as A
 from otelpeers.config import ExportConfig, OtlpConfig
@@ -80,8 +80,6 @@ def test_open_flows_flushed_at_shutdown_are_marked_incomplete(rotel, sink):
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_collector_down(protocol):
-    from conftest import free_port
-
     port = free_port()  # nothing listens here
     exp = exporter(f"http://127.0.0.1:{port}", protocol, schedule_delay_s=0.05,
                    max_export_batch_size=10, max_queue_size=50)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from otelpeers.config import Config
+from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.events import Event
 from otelpeers.flows import FlowRecord
 from otelpeers.kernel.loader import KernelSensors
@@ -28,17 +29,21 @@ class Agent:
     """Sensors + source + pipeline in a background thread, collecting flows and events."""
 
     def __init__(self, config: Config | None = None) -> None:
+        from otelpeers.dns.stage import DnsPipelineStage
+
         config = config or Config()
         # Short intervals so idle expiry and volume reads happen within a test.
         self.config = replace(config, kernel=replace(config.kernel, stats_interval_s=0.5))
         self.records: list[FlowRecord] = []
         self.events: list[Event] = []
+        self.transactions: list[DnsTransaction] = []
         self._cond = threading.Condition()
         self.sensors = KernelSensors(self.config)
         self.sensors.start()
         try:
             self.source = KernelSource(self.sensors, stats_interval_s=0.5)
-            self.pipeline = Pipeline(self.config, [self])
+            self.dns = DnsPipelineStage(self.config, on_transaction=self.transactions.append)
+            self.pipeline = Pipeline(self.config, [self], dns=self.dns)
             self._thread = threading.Thread(target=self._loop, name="agent", daemon=True)
             self._thread.start()
         except BaseException:
@@ -73,6 +78,15 @@ class Agent:
             if not ok:
                 raise AssertionError(f"no matching event within {timeout}s")
             return next(e for e in self.events if pred(e))
+
+    def wait_txn(self, pred: Callable[[DnsTransaction], bool],
+                 timeout: float = 15.0) -> DnsTransaction:
+        with self._cond:
+            ok = self._cond.wait_for(lambda: any(pred(t) for t in self.transactions), timeout)
+            if not ok:
+                seen = [(t.question_name, t.qtype, t.rcode) for t in self.transactions]
+                raise AssertionError(f"no matching DNS transaction within {timeout}s: {seen}")
+            return next(t for t in self.transactions if pred(t))
 
     @staticmethod
     def _brief(r: FlowRecord) -> str:

@@ -75,6 +75,25 @@ def udp_client(addr: str, port: int, count: int, size: int, connected: str) -> N
     print("DONE", flush=True)
 
 
+def dns_servfail(addr: str, port: int) -> None:
+    """An upstream resolver that answers SERVFAIL to everything (for dnsmasq to relay)."""
+    import dns.message
+    import dns.rcode
+
+    s = socket.socket(_family(addr), socket.SOCK_DGRAM)
+    s.bind((addr, port))
+    print(f"READY {s.getsockname()[1]}", flush=True)
+    while True:
+        data, peer = s.recvfrom(4096)
+        try:
+            q = dns.message.from_wire(data)
+        except Exception:
+            continue
+        r = dns.message.make_response(q)
+        r.set_rcode(dns.rcode.SERVFAIL)
+        s.sendto(r.to_wire(), peer)
+
+
 def main(argv: list[str]) -> None:
     mode, args = argv[0], argv[1:]
     if mode == "tcp-server":
@@ -85,6 +104,8 @@ def main(argv: list[str]) -> None:
         udp_echo(args[0], int(args[1]))
     elif mode == "udp-client":
         udp_client(args[0], int(args[1]), int(args[2]), int(args[3]), args[4])
+    elif mode == "dns-servfail":
+        dns_servfail(args[0], int(args[1]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,13 +45,33 @@ def wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) 
         time.sleep(0.05)  # polling a file the agent writes once its sensors are attached
 
 
+_spawned: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def reap_agents() -> Iterator[None]:
+    """Whatever a test asserts, no agent it started outlives it."""
+    yield
+    while _spawned:
+        p = _spawned.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(agent_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    _spawned.append(p)
+    return p
+
+
 def start_agent(tmp_path: Path, *extra: str, config: Path | None = None) -> subprocess.Popen[bytes]:
     ready = tmp_path / f"ready-{time.monotonic_ns()}"
     args = ["run", "--no-live-view", "--ready-file", str(ready), *extra]
     if config is not None:
         args += ["--config", str(config)]
-    p = subprocess.Popen(agent_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+    p = spawn(*args)
     wait_file(ready, p)
     return p
 
@@ -144,8 +165,7 @@ def test_record_then_replay(tmp_path: Path) -> None:
 
     rec = tmp_path / "events.jsonl"
     ready = tmp_path / "ready"
-    p = subprocess.Popen(agent_cmd("record", "--output", str(rec), "--ready-file", str(ready)),
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = spawn("record", "--output", str(rec), "--ready-file", str(ready))
     wait_file(ready, p)
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
