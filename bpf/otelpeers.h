@@ -22,7 +22,11 @@ enum op_event_type {
     OP_EV_RELEASE = 7,     /* cgroup/sock_release: the socket is gone */
     OP_EV_LISTEN = 8,      /* tracepoint sock:inet_sock_set_state -> TCP_LISTEN */
     OP_EV_DNS = 9,         /* cgroup_skb: a DNS packet (struct op_dns_event) */
-    OP_EV_MAX = 10,        /* size of the per-type drop counter array */
+    OP_EV_EXEC = 10,       /* sched:sched_process_exec (struct op_proc_event) */
+    OP_EV_FORK = 11,       /* sched:sched_process_fork */
+    OP_EV_EXIT = 12,       /* sched:sched_process_exit, main thread only */
+    OP_EV_FILE_OPEN = 13,  /* syscalls:sys_enter_openat|openat2 of a sensitive path */
+    OP_EV_MAX = 14,        /* size of the per-type drop counter array */
 };
 
 enum op_direction {
@@ -106,6 +110,41 @@ struct op_dns_event {
     __u8 laddr[OP_ADDR_LEN];
     __u8 raddr[OP_ADDR_LEN];
     __u8 payload[OP_DNS_PAYLOAD_CAP];
+};
+
+/* Process lifecycle and sensitive file opens. Like the other records, byte 64 is the type,
+ * so user space can tell the three layouts apart from any record. 328 bytes. */
+#define OP_PATH_LEN 256
+
+struct op_proc_event {
+    __u64 ts_ns;
+    __u64 cgroup_id;
+    __u32 tgid;
+    __u32 pid;
+    __u32 ppid;      /* FORK: the parent's tgid */
+    __u32 child_pid; /* FORK: the new task's id (a thread id when a thread was made) */
+    __u32 uid;
+    __u32 gid;
+    char comm[OP_COMM_LEN];
+    __s32 open_flags; /* FILE_OPEN */
+    __u32 _pad0;
+    __u8 type;        /* OP_EV_EXEC .. OP_EV_FILE_OPEN, at offset 64 */
+    __u8 _pad1[7];
+    char path[OP_PATH_LEN]; /* EXEC: the binary; FILE_OPEN: the path as passed to openat */
+};
+
+/* Sensitive-path filter, filled by the loader from config: a longest-prefix trie of path
+ * prefixes and a set of basenames. */
+#define OP_PREFIX_LEN 64
+#define OP_BASENAME_LEN 32
+
+struct op_path_prefix {
+    __u32 prefixlen; /* in bits */
+    char data[OP_PREFIX_LEN];
+};
+
+struct op_basename {
+    char name[OP_BASENAME_LEN];
 };
 
 /* Per-CPU drop counters are indexed by event type; these extra slots count other losses. */

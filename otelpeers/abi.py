@@ -28,9 +28,14 @@ class EventType(enum.IntEnum):
     RELEASE = 7
     LISTEN = 8
     DNS = 9
+    EXEC = 10
+    FORK = 11
+    EXIT = 12
+    FILE_OPEN = 13
 
 
-EVENT_TYPE_SLOTS = 10  # OP_EV_MAX
+EVENT_TYPE_SLOTS = 14  # OP_EV_MAX
+TYPE_OFFSET = 64  # the type byte sits here in every record layout
 DROP_SLOTS = EVENT_TYPE_SLOTS + 1
 DROP_PEER_TABLE_FULL = EVENT_TYPE_SLOTS
 
@@ -124,6 +129,41 @@ class CDnsEvent(ctypes.Structure):
     ]
 
 
+PATH_LEN = 256
+PROC_EVENT_SIZE = 328
+PREFIX_LEN = 64
+BASENAME_LEN = 32
+
+
+class CProcEvent(ctypes.Structure):
+    """struct op_proc_event: exec, fork, exit, sensitive file open."""
+
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("cgroup_id", ctypes.c_uint64),
+        ("tgid", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("ppid", ctypes.c_uint32),
+        ("child_pid", ctypes.c_uint32),
+        ("uid", ctypes.c_uint32),
+        ("gid", ctypes.c_uint32),
+        ("comm", ctypes.c_char * COMM_LEN),
+        ("open_flags", ctypes.c_int32),
+        ("_pad0", ctypes.c_uint32),
+        ("type", ctypes.c_uint8),
+        ("_pad1", ctypes.c_uint8 * 7),
+        ("path", ctypes.c_char * PATH_LEN),
+    ]
+
+
+class CPathPrefix(ctypes.Structure):
+    _fields_ = [("prefixlen", ctypes.c_uint32), ("data", ctypes.c_char * PREFIX_LEN)]
+
+
+class CBasename(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char * BASENAME_LEN)]
+
+
 class CPeerKey(ctypes.Structure):
     """Key of the kernel's per-(socket, peer) volume table for non-TCP sockets."""
 
@@ -140,3 +180,5 @@ class CPeerKey(ctypes.Structure):
 assert ctypes.sizeof(CEvent) == EVENT_SIZE, ctypes.sizeof(CEvent)
 assert ctypes.sizeof(CDnsEvent) == DNS_EVENT_SIZE, ctypes.sizeof(CDnsEvent)
 assert CDnsEvent.payload.offset == DNS_HEADER_SIZE
+assert ctypes.sizeof(CProcEvent) == PROC_EVENT_SIZE, ctypes.sizeof(CProcEvent)
+assert CEvent.type.offset == CDnsEvent.type.offset == CProcEvent.type.offset == TYPE_OFFSET

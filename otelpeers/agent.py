@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 
@@ -40,6 +40,7 @@ def run_live(
     on_events: Callable[[list[Event]], None] | None = None,
     on_tick: Callable[[], None] | None = None,
     on_ready: Callable[[], None] | None = None,
+    counters: list[Callable[[], Mapping[str, int]]] | None = None,
 ) -> RunResult:
     """Run until SIGINT/SIGTERM or duration_s. pipeline None: events go to on_events only."""
     stop_requested = False
@@ -59,6 +60,13 @@ def run_live(
     try:
         sensors.start()
         source = KernelSource(sensors, stats_interval_s=config.kernel.stats_interval_s)
+        if counters is not None:  # kernel-side losses join the agent's self-telemetry
+            src = source
+            counters.append(lambda: {
+                "source.records": src.stats.records,
+                "source.decode_errors": src.stats.decode_errors,
+                "source.kernel_drops": src.stats.kernel_drops_total(),
+                **{f"kernel_drops.{k}": v for k, v in src.stats.kernel_drops.items()}})
         if stop_requested:
             source.stop()
         if on_ready is not None:

@@ -113,3 +113,10 @@ PROCESS_CGROUP_ID = "otelpeers.process.cgroup_id"  # kernel cgroup id of the soc
 NETNS_INODE = "otelpeers.netns.inode"
 PIDNS_INODE = "otelpeers.pidns.inode"
 MNTNS_INODE = "otelpeers.mntns.inode"
+
+# ---- connection spans: what DNS and file access say about the flow (lead) ------------------
+DNS_RESOLVED = "otelpeers.dns.resolved"  # false: no resolution produced the peer address
+EVENT_SENSITIVE_FILE = "otelpeers.file.sensitive_open"  # span event: a file opened before
+FILE_PATH = "file.path"
+FILE_OPEN_FLAGS = "otelpeers.file.open_flags"
+METRIC_DNS_QUERIES = "otelpeers.dns.queries"  # counter: transactions by rcode and qtype

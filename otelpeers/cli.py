@@ -1,4 +1,4 @@
-"""Command line: otelpeers run | record | replay | check."""
+"""Command line: otelpeers run | record | replay | check | graph."""
 
 from __future__ import annotations
 
@@ -7,11 +7,16 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from otelpeers import __version__
 from otelpeers.config import Config, ConfigError, load_config
 from otelpeers.flows import FlowRecord, flow_to_dict
+
+if TYPE_CHECKING:
+    from otelpeers.events import Event
+    from otelpeers.pipeline import Pipeline
 
 log = logging.getLogger("otelpeers")
 
@@ -80,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check", help="check that this host can run the agent")
     common(chk)
+
+    from otelpeers.graph.command import add_graph_arguments
+
+    gra = sub.add_parser(
+        "graph", help="print the peer relationship graph (live agent or a recording)",
+        epilog="examples:\n    sudo otelpeers graph --since 5m\n"
+               "    otelpeers graph --recording events.jsonl --format dot | dot -Tsvg > g.svg",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(gra)
+    add_graph_arguments(gra)
     return p
 
 
@@ -92,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"otelpeers: {exc}", file=sys.stderr)
         return 2
-    handler = {"run": cmd_run, "record": cmd_record, "replay": cmd_replay, "check": cmd_check}
+    handler = {"run": cmd_run, "record": cmd_record, "replay": cmd_replay, "check": cmd_check,
+               "graph": cmd_graph}
     try:
         return handler[args.command](args, config)
     except Exception as exc:
@@ -117,6 +133,12 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     return main_check(config)
 
 
+def cmd_graph(args: argparse.Namespace, config: Config) -> int:
+    from otelpeers.graph.command import run_graph
+
+    return run_graph(args, config)
+
+
 def cmd_record(args: argparse.Namespace, config: Config) -> int:
     from otelpeers.agent import run_live
     from otelpeers.recording import RecordingWriter
@@ -135,33 +157,17 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
-    from otelpeers.pipeline import Pipeline
+    from otelpeers.assembly import assemble
     from otelpeers.recording import ReplayStats, read_recording
 
-    sinks: list = []
-    if args.print_flows:
-        sinks.append(JsonFlowPrinter())
-    exporter = _build_exporter(config) if args.export else None
-    if exporter is not None:
-        sinks.append(exporter)
-    pipeline = Pipeline(config, sinks, dns=_build_dns(config))
+    agent = assemble(config, live_host=False, export=args.export,
+                     extra_sinks=[JsonFlowPrinter()] if args.print_flows else ())
+    pipeline = agent.pipeline
     stats = ReplayStats()
-    next_tick = 0
-    batch = []
-    for ev in read_recording(args.file, stats):
-        batch.append(ev)
-        if len(batch) >= 256:
-            pipeline.handle(batch)
-            batch = []
-        if ev.time_ns >= next_tick:
-            pipeline.handle(batch)
-            batch = []
-            pipeline.tick(ev.time_ns)
-            next_tick = ev.time_ns + 1_000_000_000
-    pipeline.handle(batch)
-    pipeline.finish(pipeline.last_time_ns)
-    if exporter is not None:
-        exporter.shutdown()
+    try:
+        replay_into(pipeline, read_recording(args.file, stats))
+    finally:
+        agent.shutdown()
     flows = pipeline.flows.stats
     print(f"otelpeers: replayed {stats.events} events, {flows.flows_completed} flows; "
           f"skipped {stats.malformed} malformed lines"
@@ -170,59 +176,44 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _build_exporter(config: Config):  # noqa: ANN202
-    """The span exporter for flows (OTLP or files); None when not available."""
-    try:
-        from otelpeers.otel import build_flow_exporter
-    except ImportError:
-        return None
-    return build_flow_exporter(config)
-
-
-def _build_dns(config: Config):  # noqa: ANN202
-    try:
-        from otelpeers.dns.stage import DnsPipelineStage
-    except ImportError:
-        return None
-    return DnsPipelineStage(config)
+def replay_into(pipeline: Pipeline, events: Iterable[Event]) -> None:
+    """Feed recorded events in batches; the clock is the events' own time."""
+    next_tick = 0
+    batch: list[Event] = []
+    for ev in events:
+        batch.append(ev)
+        if len(batch) >= 256 or ev.time_ns >= next_tick:
+            pipeline.handle(batch)
+            batch = []
+            if ev.time_ns >= next_tick:
+                pipeline.tick(ev.time_ns)
+                next_tick = ev.time_ns + 1_000_000_000
+    pipeline.handle(batch)
+    pipeline.finish(pipeline.last_time_ns)
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from otelpeers.agent import run_live
+    from otelpeers.assembly import assemble
     from otelpeers.kernel.loader import generated_source
-    from otelpeers.pipeline import Pipeline
 
     if args.debug:
         print(generated_source(config))
         return 0
-    sinks: list = []
-    if args.print_flows:
-        sinks.append(JsonFlowPrinter())
-    exporter = _build_exporter(config)
-    if exporter is not None:
-        sinks.append(exporter)
-    live = None
-    if config.export.live_view and not args.no_live_view and sys.stdout.isatty():
-        try:
-            from otelpeers.otel.liveview import LiveView
-            live = LiveView()
-            sinks.append(live)
-        except ImportError:
-            live = None
-    pipeline = Pipeline(config, sinks, dns=_build_dns(config))
-
-    def on_tick() -> None:
-        if live is not None:
-            live.refresh(pipeline.flows.live_flows())
-
+    live_view = config.export.live_view and not args.no_live_view and sys.stdout.isatty()
+    agent = assemble(config, live_host=True, live_view=live_view,
+                     extra_sinks=[JsonFlowPrinter()] if args.print_flows else ())
     try:
-        result = run_live(config, pipeline, duration_s=args.duration, on_tick=on_tick,
-                          on_ready=lambda: _ready(args.ready_file))
+        result = run_live(config, agent.pipeline, duration_s=args.duration,
+                          on_tick=agent.on_tick, on_ready=lambda: _ready(args.ready_file),
+                          counters=agent.counters)
     finally:
-        if exporter is not None:
-            exporter.shutdown()
+        agent.shutdown()
+    export = agent.exporter.stats if agent.exporter is not None else {}
+    dropped = export.get("spans_dropped_queue_full", 0) + export.get("spans_dropped_shutdown", 0)
     print(f"otelpeers: stopped after {result.events} events; "
-          f"{pipeline.flows.stats.flows_completed} flows; kernel drops: "
-          f"{result.source.kernel_drops or 0}; decode errors: {result.source.decode_errors}",
-          file=sys.stderr)
+          f"{agent.pipeline.flows.stats.flows_completed} flows; kernel drops: "
+          f"{result.source.kernel_drops or 0}; decode errors: {result.source.decode_errors}; "
+          f"spans exported: {export.get('spans_exported', 0)}, failed: "
+          f"{export.get('spans_failed', 0)}, dropped: {dropped}", file=sys.stderr)
     return 0

@@ -88,6 +88,20 @@ class ProcessConfig:
     exited_grace_s: float = 60.0
     max_command_line: int = 4096
     hash_executables: bool = True
+    # Opens of these paths are reported (filtered in the kernel): absolute prefixes, matched
+    # on their first 64 bytes, and file basenames (up to 31 bytes) anywhere.
+    sensitive_prefixes: tuple[str, ...] = (
+        "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ssh/", "/root/.ssh/",
+        "/root/.aws/", "/root/.kube/", "/root/.gnupg/", "/root/.docker/config.json",
+        "/var/run/secrets/", "/run/secrets/", "/etc/kubernetes/pki/",
+    )
+    sensitive_basenames: tuple[str, ...] = (
+        "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "authorized_keys", "credentials",
+        ".netrc", ".pgpass", ".git-credentials", ".npmrc", ".pypirc", ".vault-token",
+        "Login Data", "Cookies", "cookies.sqlite", "logins.json", "key4.db", "wallet.dat",
+        "kubeconfig", ".bash_history",
+    )
+    max_file_events_per_process: int = 32  # recent sensitive opens kept per process
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,17 @@ class Config:
                "must be between 1 and export.max_queue_size")
         _check(e.files.max_file_bytes >= 4096, "export.files.max_file_bytes", "must be >= 4096")
         _check(e.files.max_files >= 1, "export.files.max_files", "must be >= 1")
+        p = self.process
+        _check(len(p.sensitive_prefixes) <= 256 and all(
+            x.startswith("/") and 1 < len(x.encode()) <= 64 for x in p.sensitive_prefixes),
+            "process.sensitive_prefixes",
+            "must be at most 256 absolute paths of 2..64 bytes (e.g. /etc/shadow)")
+        _check(len(p.sensitive_basenames) <= 256 and all(
+            "/" not in x and 1 <= len(x.encode()) <= 31 for x in p.sensitive_basenames),
+            "process.sensitive_basenames",
+            "must be at most 256 file names of 1..31 bytes without '/' (e.g. id_rsa)")
+        _check(p.max_file_events_per_process >= 1, "process.max_file_events_per_process",
+               "must be >= 1")
         d = self.dns
         _check(bool(d.ports) and all(1 <= p <= 65535 for p in d.ports), "dns.ports",
                "must be a non-empty list of ports 1..65535")

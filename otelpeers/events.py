@@ -25,6 +25,10 @@ class Kind(enum.IntEnum):
     RELEASE = abi.EventType.RELEASE
     LISTEN = abi.EventType.LISTEN
     DNS = abi.EventType.DNS
+    EXEC = abi.EventType.EXEC
+    FORK = abi.EventType.FORK
+    EXIT = abi.EventType.EXIT
+    FILE_OPEN = abi.EventType.FILE_OPEN
     # Made in user space from reads of the kernel's tables.
     PEER_STATS = 100  # final or periodic volume of one (socket, peer) of a non-TCP socket
     SOCK_STATS = 101  # periodic volume of a live socket
@@ -203,16 +207,57 @@ class DnsPacketEvent:
     netns_cookie: int = 0
 
 
-Event = SocketEvent | DnsPacketEvent
+@dataclass(frozen=True, slots=True)
+class ProcessEvent:
+    """exec, fork, exit, or an open of a sensitive file (filtered in the kernel)."""
+
+    kind: Kind  # EXEC | FORK | EXIT | FILE_OPEN
+    time_ns: int
+    tgid: int
+    pid: int
+    uid: int
+    gid: int
+    cgroup_id: int
+    comm: str
+    ppid: int = 0  # FORK: the parent's tgid
+    child_pid: int = 0  # FORK: the new task
+    path: str = ""  # EXEC: binary; FILE_OPEN: the path as the process passed it
+    open_flags: int = 0
+
+
+Event = SocketEvent | DnsPacketEvent | ProcessEvent
+
+PROCESS_KINDS = frozenset({Kind.EXEC, Kind.FORK, Kind.EXIT, Kind.FILE_OPEN})
 
 
 def decode_record(data: bytes, clock_offset_ns: int) -> Event:
-    """Decode any ring buffer record by its type byte (offset 64 in both layouts)."""
-    if len(data) <= 64:
+    """Decode any ring buffer record by its type byte (at the same offset in every layout)."""
+    if len(data) <= abi.TYPE_OFFSET:
         raise DecodeError(f"truncated record: {len(data)} bytes")
-    if data[64] == abi.EventType.DNS:
+    t = data[abi.TYPE_OFFSET]
+    if t == abi.EventType.DNS:
         return decode_dns_event(data, clock_offset_ns)
+    if t in PROCESS_KINDS:
+        return decode_process_event(data, clock_offset_ns)
     return decode_event(data, clock_offset_ns)
+
+
+def decode_path(raw: bytes) -> str:
+    """A kernel path: NUL-terminated, undecodable bytes escaped, control characters replaced."""
+    text = raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def decode_process_event(data: bytes, clock_offset_ns: int) -> ProcessEvent:
+    if len(data) < abi.PROC_EVENT_SIZE:
+        raise DecodeError(f"truncated process event: {len(data)} bytes, "
+                          f"want {abi.PROC_EVENT_SIZE}")
+    c = abi.CProcEvent.from_buffer_copy(data[: abi.PROC_EVENT_SIZE])
+    return ProcessEvent(
+        kind=Kind(c.type), time_ns=c.ts_ns + clock_offset_ns, tgid=c.tgid, pid=c.pid,
+        uid=c.uid, gid=c.gid, cgroup_id=c.cgroup_id, comm=decode_comm(bytes(c.comm)),
+        ppid=c.ppid, child_pid=c.child_pid, path=decode_path(bytes(c.path)),
+        open_flags=c.open_flags)
 
 
 def decode_dns_event(data: bytes, clock_offset_ns: int) -> DnsPacketEvent:

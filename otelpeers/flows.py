@@ -68,6 +68,15 @@ class DnsAnnotation:
 
 
 @dataclass(frozen=True, slots=True)
+class FileAccess:
+    """A sensitive file the flow's process opened before the flow began."""
+
+    time_ns: int
+    path: str
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
 class FlowRecord:
     flow_id: str
     cookie: int
@@ -90,6 +99,7 @@ class FlowRecord:
     local_peer_flow_id: str | None = None  # the other end, when both ends are on this host
     complete: bool = True  # False when exported at shutdown or eviction while still open
     dns: DnsAnnotation | None = None  # outbound flows, once the DNS stage has looked
+    files: tuple[FileAccess, ...] = ()  # sensitive opens by the owner before start_ns
 
     @property
     def network_type(self) -> str:
@@ -485,4 +495,5 @@ def flow_to_dict(r: FlowRecord) -> dict[str, object]:
         "dns": None if r.dns is None else {
             "resolved": r.dns.resolved, "question_name": r.dns.question_name,
             "cname_chain": list(r.dns.cname_chain), "how": r.dns.how, "txn_id": r.dns.txn_id},
+        "files": [{"time_ns": f.time_ns, "path": f.path, "flags": f.flags} for f in r.files],
     }

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from otelpeers.config import Config
-from otelpeers.events import DnsPacketEvent, Event, Kind
+from otelpeers.events import DnsPacketEvent, Event, Kind, ProcessEvent
 from otelpeers.flows import FlowRecord, FlowTable
 
 
@@ -28,9 +28,17 @@ class DnsStage(Protocol):
     def finish(self, now_ns: int) -> None: ...
 
 
+class ProcessStageLike(Protocol):
+    def on_process_event(self, ev: ProcessEvent) -> None: ...
+    def on_socket_event(self, ev: Event) -> None: ...
+    def tick(self, now_ns: int) -> None: ...
+    def annotate(self, records: Sequence[FlowRecord]) -> Sequence[FlowRecord]: ...
+
+
 class Pipeline:
     def __init__(self, config: Config, sinks: Sequence[FlowSink] = (),
-                 dns: DnsStage | None = None) -> None:
+                 dns: DnsStage | None = None,
+                 process: ProcessStageLike | None = None) -> None:
         f = config.flows
         self.flows = FlowTable(
             udp_idle_timeout_ns=int(f.udp_idle_timeout_s * 1e9),
@@ -41,6 +49,7 @@ class Pipeline:
         )
         self.sinks = list(sinks)
         self.dns = dns
+        self.process = process
         self.events = 0
         self.last_time_ns = 0
 
@@ -53,6 +62,12 @@ class Pipeline:
                 if self.dns is not None:
                     self.dns.on_packet(ev)
                 continue
+            if isinstance(ev, ProcessEvent):
+                if self.process is not None:
+                    self.process.on_process_event(ev)
+                continue
+            if self.process is not None:
+                self.process.on_socket_event(ev)
             if ev.kind == Kind.RELEASE and self.dns is not None:
                 self.dns.close_socket(ev.cookie, ev.time_ns)
             done.extend(self.flows.process(ev))
@@ -62,6 +77,8 @@ class Pipeline:
         """Periodic work: idle expiry. now_ns is event time for replay, wall time live."""
         if self.dns is not None:
             self.dns.tick(now_ns)
+        if self.process is not None:
+            self.process.tick(now_ns)
         self._emit(self.flows.expire(now_ns))
 
     def finish(self, now_ns: int) -> None:
@@ -75,5 +92,7 @@ class Pipeline:
             return
         if self.dns is not None:
             records = self.dns.annotate(records)
+        if self.process is not None:
+            records = self.process.annotate(records)
         for sink in self.sinks:
             sink.export_flows(records)

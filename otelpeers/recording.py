@@ -25,6 +25,7 @@ from otelpeers.events import (
     Event,
     Kind,
     Owner,
+    ProcessEvent,
     SocketEvent,
     TcpInfo,
 )
@@ -32,6 +33,7 @@ from otelpeers.events import (
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+PROCESS_KIND_NAMES = frozenset({"EXEC", "FORK", "EXIT", "FILE_OPEN"})
 MAX_LINE_BYTES = 64 * 1024  # an event line is < 4 KiB; anything longer is damage
 
 
@@ -47,6 +49,13 @@ def _owner_to_json(o: Owner | None) -> dict[str, Any] | None:
 
 
 def event_to_json(ev: Event) -> dict[str, Any]:
+    if isinstance(ev, ProcessEvent):
+        return {
+            "kind": ev.kind.name, "time_ns": ev.time_ns, "tgid": ev.tgid, "pid": ev.pid,
+            "uid": ev.uid, "gid": ev.gid, "cgroup_id": ev.cgroup_id, "comm": ev.comm,
+            "ppid": ev.ppid, "child_pid": ev.child_pid, "path": ev.path,
+            "open_flags": ev.open_flags,
+        }
     if isinstance(ev, DnsPacketEvent):
         return {
             "kind": "DNS", "time_ns": ev.time_ns, "cookie": ev.cookie,
@@ -101,6 +110,14 @@ def event_from_json(d: Any) -> Event:
     if not isinstance(d, dict):
         raise ValueError("an event line must be a JSON object")
     kind = _str(d, "kind", 32)
+    if kind in PROCESS_KIND_NAMES:
+        u32 = 2**32 - 1
+        return ProcessEvent(
+            kind=Kind[kind], time_ns=_int(d, "time_ns"), tgid=_int(d, "tgid", hi=u32),
+            pid=_int(d, "pid", hi=u32), uid=_int(d, "uid", hi=u32), gid=_int(d, "gid", hi=u32),
+            cgroup_id=_int(d, "cgroup_id"), comm=_str(d, "comm", 16),
+            ppid=_int(d, "ppid", hi=u32), child_pid=_int(d, "child_pid", hi=u32),
+            path=_str(d, "path", 1024), open_flags=_int(d, "open_flags", lo=-(2**31), hi=u32))
     direction = Direction[_str(d, "direction", 16)]
     family = _int(d, "family", hi=255)
     if family not in (socket.AF_INET, socket.AF_INET6):

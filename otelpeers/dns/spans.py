@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from opentelemetry.attributes import BoundedAttributes
@@ -126,3 +127,11 @@ def link_for_match(mapper: DnsSpanMapper, match: Match) -> Link:
         ctx = mapper.span_context_for(r.txn_id)
     return Link(ctx, {A.DNS_LINK_KIND: "resolution", A.DNS_MATCH: match.how,
                       A.DNS_QUESTION_NAME: r.question_name})
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSpanItem:
+    """A completed transaction waiting to become a span (mapped in the export thread)."""
+
+    txn: DnsTransaction
+    upstream_txn_id: str | None = None

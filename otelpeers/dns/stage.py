@@ -10,19 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-
 from otelpeers.config import Config
 from otelpeers.dns.cache import ResolutionCache
-from otelpeers.dns.spans import DnsSpanMapper
+from otelpeers.dns.spans import DnsSpanItem, DnsSpanMapper
 from otelpeers.dns.tracker import DnsTracker
 from otelpeers.dns.transactions import DnsTransaction
-from otelpeers.events import Direction, DnsPacketEvent, Owner
+from otelpeers.events import Direction, DnsPacketEvent
 from otelpeers.flows import DnsAnnotation, FlowRecord
 
-SpanSink = Callable[[Sequence[ReadableSpan]], None]
-ResourceFor = Callable[[Owner | None], Resource]
+SpanSink = Callable[[Sequence[DnsSpanItem]], None]
 TxnListener = Callable[[DnsTransaction], None]
 
 LOCAL_STUBS = ("127.0.0.53", "127.0.0.54", "::1", "127.0.0.1")
@@ -31,14 +27,12 @@ FAR_FUTURE_NS = 10**20
 
 class DnsPipelineStage:
     def __init__(self, config: Config, *, span_sink: SpanSink | None = None,
-                 resource_for: ResourceFor | None = None,
                  on_transaction: TxnListener | None = None) -> None:
         self.tracker = DnsTracker(config.dns)
         self.dns_ports = frozenset(config.dns.ports)
         self.cache = ResolutionCache(config.dns, local_resolvers=LOCAL_STUBS)
         self.mapper = DnsSpanMapper()
         self.span_sink = span_sink
-        self.resource_for = resource_for
         self.on_transaction = on_transaction
         self.transactions = 0
         self.flows_named = 0
@@ -91,8 +85,7 @@ class DnsPipelineStage:
             if self.on_transaction is not None:
                 self.on_transaction(txn)
             if self.span_sink is not None:
-                resource = self.resource_for(txn.owner) if self.resource_for else None
-                spans.append(self.mapper.span_for(txn, resource, upstream))
+                spans.append(DnsSpanItem(txn, upstream))
         if spans and self.span_sink is not None:
             self.span_sink(spans)
 

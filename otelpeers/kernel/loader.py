@@ -9,6 +9,7 @@ loader, so every start first removes otelpeers programs that a dead instance lef
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
@@ -23,7 +24,10 @@ from otelpeers.kernel.cgroup import find_cgroup2_mount
 log = logging.getLogger(__name__)
 
 BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
-SOURCE = BPF_DIR / "sockets.bpf.c"
+# One BPF object: process sensors share the socket sensors' ring buffer and drop counters.
+# The files are joined as text because bcc only generates tracepoint argument structs for
+# tracepoints named in the main source, not in included files.
+SOURCES = (BPF_DIR / "sockets.bpf.c", BPF_DIR / "process.bpf.c")
 LOCK_PATH = "/run/otelpeers.lock"
 
 
@@ -71,9 +75,13 @@ def cflags_for(config: Config) -> list[str]:
     return flags
 
 
+def program_text() -> str:
+    return "\n".join(f"#line 1 \"{p.name}\"\n{p.read_text()}" for p in SOURCES)
+
+
 def generated_source(config: Config) -> str:
     """The C text bcc compiles, with the config's sizes, for --debug printing."""
-    return "\n".join(f"// {f}" for f in cflags_for(config)) + "\n" + SOURCE.read_text()
+    return "\n".join(f"// {f}" for f in cflags_for(config)) + "\n" + program_text()
 
 
 class KernelSensors:
@@ -121,6 +129,7 @@ class KernelSensors:
             log.warning("removed stale otelpeers program %s (id %d) left attached by an earlier "
                         "instance", prog.name, prog.prog_id)
         self.bpf = self._compile()
+        self._fill_sensitive_paths()
         self._attach_all()
 
     def _take_lock(self) -> None:
@@ -147,13 +156,27 @@ class KernelSensors:
                 "the bcc Python bindings are not importable; install Debian's python3-bpfcc "
                 "(scripts/setup.sh does) and run otelpeers from the project's .venv") from exc
         try:
-            return BPF(src_file=str(SOURCE).encode(), cflags=cflags_for(self.config))
+            return BPF(text=program_text().encode(), cflags=cflags_for(self.config))
         except Exception as exc:
+            if "Failed to load BPF program" in str(exc):  # tracepoints load at compile time
+                raise SensorError(f"the kernel refused a tracepoint program: {exc}") from exc
             release = os.uname().release
             raise SensorError(
                 f"bcc could not compile the sensors ({exc}); kernel headers for {release} are "
                 f"probably missing: install them, or link the distro's generic headers into "
                 f"/lib/modules/{release}/build (scripts/setup.sh does this)") from exc
+
+    def _fill_sensitive_paths(self) -> None:
+        """The kernel-side file filter: path prefixes (LPM trie) and basenames (hash)."""
+        from otelpeers import abi
+
+        prefixes = self.bpf[b"sensitive_prefixes"]
+        for p in self.config.process.sensitive_prefixes:
+            raw = p.encode()[: abi.PREFIX_LEN]
+            prefixes[abi.CPathPrefix(len(raw) * 8, raw)] = ctypes.c_uint8(1)
+        names = self.bpf[b"sensitive_basenames"]
+        for n in self.config.process.sensitive_basenames:
+            names[abi.CBasename(n.encode()[: abi.BASENAME_LEN - 1])] = ctypes.c_uint8(1)
 
     def _attach_all(self) -> None:
         from bcc import BPF

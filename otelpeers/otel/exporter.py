@@ -18,6 +18,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otelpeers.config import ExportConfig
+from otelpeers.dns.spans import DnsSpanItem, DnsSpanMapper
 from otelpeers.flows import FlowRecord
 from otelpeers.otel.factory import build_span_exporter
 from otelpeers.otel.ids import FlowIds, read_boot_id
@@ -54,11 +55,12 @@ class FlowSpanExporter:
             host_resource if host_resource is not None else detect_host_resource(),
             process_attributes, config.max_live_resources)
         self._mapper = SpanMapper(FlowIds(boot_id if boot_id is not None else read_boot_id()))
+        self._dns_mapper = DnsSpanMapper()
         self._max_queue = config.max_queue_size
         self._batch = config.max_export_batch_size
         self._delay_s = config.schedule_delay_s
         self._warn_interval_s = warn_interval_s
-        self._queue: deque[FlowRecord] = deque()
+        self._queue: deque[FlowRecord | DnsSpanItem] = deque()
         self._cond = threading.Condition()
         self._export_lock = threading.Lock()  # one export at a time: worker or flush
         self._stopping = False
@@ -93,9 +95,17 @@ class FlowSpanExporter:
         return out
 
     # ---- input -------------------------------------------------------------------------
+    def export_dns(self, items: Sequence[DnsSpanItem]) -> None:
+        """Queue DNS transactions (with their stub-upstream link) as spans; like
+        export_flows, never blocks, and what does not fit is dropped and counted."""
+        self._enqueue(items)
+
     def export_flows(self, records: Sequence[FlowRecord]) -> None:
         """Queue records for export; never blocks. Records beyond the queue bound, or after
         shutdown, are dropped and counted."""
+        self._enqueue(records)
+
+    def _enqueue(self, records: Sequence[FlowRecord | DnsSpanItem]) -> None:
         if not records:
             return
         with self._cond:
@@ -130,7 +140,7 @@ class FlowSpanExporter:
                     return  # shutdown drains the rest in its own thread, bounded in time
             failed = not self._export_some(self._batch)
 
-    def _take(self, n: int) -> list[FlowRecord]:
+    def _take(self, n: int) -> list[FlowRecord | DnsSpanItem]:
         with self._cond:
             k = min(n, len(self._queue))
             return [self._queue.popleft() for _ in range(k)]
@@ -144,9 +154,13 @@ class FlowSpanExporter:
             spans = []
             for r in records:
                 try:
-                    spans.append(self._mapper.to_span(r, self._resources.get(r.owner)))
+                    if isinstance(r, DnsSpanItem):
+                        spans.append(self._dns_mapper.span_for(
+                            r.txn, self._resources.get(r.txn.owner), r.upstream_txn_id))
+                    else:
+                        spans.append(self._mapper.to_span(r, self._resources.get(r.owner)))
                 except Exception:  # one malformed record must not lose the batch
-                    _log.exception("cannot map flow %s to a span", r.flow_id)
+                    _log.exception("cannot map %r to a span", r)
                     with self._cond:
                         self._stats["mapping_errors"] += 1
             if not spans:

@@ -8,9 +8,10 @@ locks, processors) would cost more than the flow itself.
 from __future__ import annotations
 
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event as SpanEvent
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
 from otelpeers import __version__
@@ -81,8 +82,16 @@ def flow_attributes(record: FlowRecord) -> dict[str, object]:
     if not record.local_addr:  # not known (e.g. connect failed before a local address)
         del attrs[A.NETWORK_LOCAL_ADDRESS], attrs[A.NETWORK_LOCAL_PORT]
     if record.direction == Direction.OUTBOUND:
-        attrs[A.SERVER_ADDRESS] = record.peer_addr
+        dns = record.dns
+        named = dns is not None and dns.resolved and dns.question_name
+        # server.address is the name the application asked for, when DNS told us.
+        attrs[A.SERVER_ADDRESS] = dns.question_name if named else record.peer_addr
         attrs[A.SERVER_PORT] = record.peer_port
+        if dns is not None:
+            attrs[A.DNS_RESOLVED] = dns.resolved
+            if dns.resolved:
+                attrs[A.DNS_CNAME_CHAIN] = list(dns.cname_chain)
+                attrs[A.DNS_MATCH] = dns.how
     elif record.direction == Direction.INBOUND:
         attrs[A.CLIENT_ADDRESS] = record.peer_addr
         attrs[A.CLIENT_PORT] = record.peer_port
@@ -131,6 +140,16 @@ class SpanMapper:
                                  trace_flags=_SAMPLED)
         error = _ERRORS.get(record.close_reason)
         status = Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET)
+        links: tuple[Link, ...] = ()
+        dns = record.dns
+        if dns is not None and dns.resolved and dns.trace_id and dns.span_id:
+            ctx = SpanContext(dns.trace_id, dns.span_id, is_remote=False, trace_flags=_SAMPLED)
+            links = (Link(ctx, {A.DNS_LINK_KIND: "resolution", A.DNS_MATCH: dns.how,
+                                A.DNS_QUESTION_NAME: dns.question_name}),)
+        events = tuple(
+            SpanEvent(A.EVENT_SENSITIVE_FILE, {A.FILE_PATH: f.path, A.FILE_OPEN_FLAGS: f.flags},
+                      timestamp=f.time_ns)
+            for f in record.files)
         return ReadableSpan(
             name=span_name(record),
             context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
@@ -139,6 +158,8 @@ class SpanMapper:
             attributes=flow_attributes(record),
             kind=_KIND.get(record.direction, SpanKind.INTERNAL),
             status=status,
+            links=links,
+            events=events,
             start_time=record.start_ns,
             end_time=max(record.end_ns, record.start_ns),
             instrumentation_scope=SCOPE,

@@ -19,6 +19,7 @@ from opentelemetry.sdk.resources import Resource
 from otelpeers import __version__
 from otelpeers import attributes as A
 from otelpeers.config import ExportConfig
+from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.events import Direction
 from otelpeers.flows import FlowRecord
 from otelpeers.otel.factory import http_traces_url, resolve_otlp
@@ -69,6 +70,12 @@ class FlowMetrics:
         self._conns = meter.create_counter(
             A.METRIC_FLOW_CONNECTIONS, unit="{connection}",
             description="completed flows (connections), per process and peer")
+        self._dns_duration = meter.create_histogram(
+            A.METRIC_DNS_LOOKUP_DURATION, unit="s",
+            description="DNS lookup duration, query sent to response (or timeout)")
+        self._dns_queries = meter.create_counter(
+            A.METRIC_DNS_QUERIES, unit="{query}",
+            description="DNS transactions by response code and question type")
         self._max_pairs = max_pairs
         self._pairs: set[tuple[str, str]] = set()
         self.pairs_overflowed = 0
@@ -108,6 +115,13 @@ class FlowMetrics:
             self._bytes.add(r.counters.payload_in, {**base, A.NETWORK_IO_DIRECTION: "receive"})
             self._conns.add(1, {**base, A.FLOW_DIRECTION: _DIRECTION.get(r.direction, "unknown"),
                                 A.FLOW_CLOSE_REASON: r.close_reason.value})
+
+    def record_dns(self, txn: DnsTransaction) -> None:
+        attrs = {A.DNS_QUESTION_TYPE: txn.qtype, A.DNS_RESPONSE_CODE: txn.rcode}
+        if txn.rcode not in ("NOERROR", "NXDOMAIN"):
+            attrs[A.ERROR_TYPE] = txn.rcode.lower()
+        self._dns_duration.record(txn.duration_s, attrs)
+        self._dns_queries.add(1, attrs)
 
     def force_flush(self, timeout_s: float = 30) -> bool:
         return self.provider.force_flush(int(timeout_s * 1000))

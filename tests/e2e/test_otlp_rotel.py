@@ -85,7 +85,7 @@ def test_collector_down(protocol):
                    max_export_batch_size=10, max_queue_size=50)
     exp.export_flows(list(many(30)))
     exp.export_flows(list(many(100, start_cookie=0x9000)))  # beyond the queue bound
-    assert exp.stats["spans_dropped_queue_full"] >= 80
+    assert exp.stats["spans_dropped_queue_full"] >= 50  # the worker may take a batch or two
     deadline = time.monotonic() + 20
     while exp.stats["spans_failed"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)  # waiting for the worker's first failed export

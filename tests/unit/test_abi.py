@@ -17,6 +17,9 @@ STRUCTS = {
     "op_counters": abi.CCounters,
     "op_event": abi.CEvent,
     "op_dns_event": abi.CDnsEvent,
+    "op_proc_event": abi.CProcEvent,
+    "op_path_prefix": abi.CPathPrefix,
+    "op_basename": abi.CBasename,
 }
 
 

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from otelpeers.events import Counters, Direction, DnsPacketEvent, Kind, Owner, SocketEvent, TcpInfo
+from otelpeers.events import (
+    Counters,
+    Direction,
+    DnsPacketEvent,
+    Kind,
+    Owner,
+    ProcessEvent,
+    SocketEvent,
+    TcpInfo,
+)
 from otelpeers.recording import RecordingError, RecordingWriter, ReplayStats, read_recording
 
 EVENTS = [
@@ -21,6 +30,8 @@ EVENTS = [
     DnsPacketEvent(time_ns=3, cookie=4, direction=Direction.INBOUND, family=socket.AF_INET,
                    protocol=socket.IPPROTO_UDP, local_addr="127.0.0.1", local_port=5000,
                    peer_addr="127.0.0.53", peer_port=53, payload=b"\x00\x01\xff", wire_len=3),
+    ProcessEvent(kind=Kind.FILE_OPEN, time_ns=4, tgid=10, pid=11, uid=0, gid=0, cgroup_id=1,
+                 comm="cat", path="/root/.ssh/id_rsa", open_flags=0),
 ]
 
 
@@ -51,7 +62,7 @@ def test_malformed_lines_are_counted_and_skipped(tmp_path: Path) -> None:
     got = list(read_recording(p, stats))
     assert got == EVENTS
     assert stats.malformed == 6 and stats.malformed_lines == [3, 4, 5, 6, 7, 8]
-    assert stats.events == 3
+    assert stats.events == len(EVENTS)
 
 
 def test_not_a_recording(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""otelpeers benchmarks: `python -m bench.run` (root; see docs/benchmarks.md)."""

@@ -1,0 +1,175 @@
+"""The real agent as a subprocess: `python -m otelpeers run --print-flows --ready-file F`.
+
+The bench measures the product as users run it. Flows go to a file (one JSON line each);
+the stop summary on stderr gives events, flows and kernel drops.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.host import cpu_seconds, rss_bytes
+
+REPO = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_S = 60.0
+
+_SUMMARY = re.compile(
+    r"stopped after (?P<events>\d+) events; (?P<flows>\d+) flows; kernel drops: "
+    r"(?P<drops>\{.*?\}|0); decode errors: (?P<decode>\d+)")
+
+
+@dataclass(frozen=True)
+class AgentSummary:
+    events: int
+    flows: int
+    kernel_drops: dict[str, int]
+    decode_errors: int
+
+    @property
+    def drops_total(self) -> int:
+        return sum(self.kernel_drops.values())
+
+
+def parse_summary(stderr: str) -> AgentSummary | None:
+    """The agent's last 'stopped after ...' line, or None when it never printed one."""
+    matches = list(_SUMMARY.finditer(stderr))
+    if not matches:
+        return None
+    m = matches[-1]
+    drops = m["drops"]
+    parsed = {} if drops == "0" else ast.literal_eval(drops)
+    return AgentSummary(int(m["events"]), int(m["flows"]),
+                        {str(k): int(v) for k, v in parsed.items()}, int(m["decode"]))
+
+
+def config_yaml(files_dir: str, kernel: dict[str, Any] | None = None,
+                flows: dict[str, Any] | None = None) -> str:
+    """A bench config: OTLP JSON files into a scratch directory, plus size overrides."""
+    lines = ["export:", "  live_view: false", "  files:", f"    directory: {json.dumps(files_dir)}"]
+    for section, values in (("kernel", kernel), ("flows", flows)):
+        if values:
+            lines.append(f"{section}:")
+            lines += [f"  {k}: {json.dumps(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def count_flows(path: Path, pred: Callable[[dict[str, Any]], bool]) -> tuple[int, int]:
+    """(matching flows, of which complete) in a --print-flows file; bad lines are skipped."""
+    n = complete = 0
+    with contextlib.suppress(FileNotFoundError), path.open() as f:
+        for line in f:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                continue
+            if pred(d):
+                n += 1
+                complete += bool(d.get("complete"))
+    return n, complete
+
+
+@dataclass
+class AgentProc:
+    workdir: Path
+    kernel: dict[str, Any] = field(default_factory=dict)
+    flows: dict[str, Any] = field(default_factory=dict)
+    name: str = "agent"
+    p: subprocess.Popen | None = None
+    startup_s: float | None = None
+    summary: AgentSummary | None = None
+    stderr_tail: str = ""
+
+    @property
+    def flows_path(self) -> Path:
+        return self.workdir / f"{self.name}.flows.jsonl"
+
+    @property
+    def pid(self) -> int:
+        assert self.p is not None
+        return self.p.pid
+
+    def start(self) -> float:
+        """Start the agent; returns seconds from process start to the ready file."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg = self.workdir / f"{self.name}.yaml"
+        cfg.write_text(config_yaml(str(self.workdir / f"{self.name}-otlp"), self.kernel,
+                                   self.flows))
+        ready = self.workdir / f"{self.name}.ready"
+        ready.unlink(missing_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self._out = self.flows_path.open("w")
+        self._err = (self.workdir / f"{self.name}.stderr").open("w+")
+        t0 = time.monotonic()
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "otelpeers", "run", "--config", str(cfg), "--no-live-view",
+             "--print-flows", "--ready-file", str(ready)],
+            cwd=REPO, stdout=self._out, stderr=self._err, env=env, start_new_session=True)
+        deadline = t0 + READY_TIMEOUT_S
+        while not ready.exists():
+            if self.p.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"agent did not get ready: {self.stderr_tail[-800:]}")
+            time.sleep(0.01)
+        self.startup_s = time.monotonic() - t0
+        return self.startup_s
+
+    def rss(self) -> int | None:
+        return rss_bytes(self.pid)
+
+    def wait_idle(self, quiet_s: float = 1.0, timeout: float = 60.0) -> float:
+        """Wait until the agent's CPU time stops growing for quiet_s (it has caught up)."""
+        t0 = time.monotonic()
+        last = cpu_seconds(self.pid)
+        quiet_since = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            time.sleep(0.25)
+            now = cpu_seconds(self.pid)
+            if now is None:
+                break
+            if last is not None and now - last > 0.02:  # more than 8% of a core
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                break
+            last = now
+        return time.monotonic() - t0
+
+    def stop(self, timeout: float = 120.0) -> AgentSummary | None:
+        """SIGINT (the agent drains and detaches), SIGKILL if it does not end in time."""
+        if self.p is None:
+            return None
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGINT)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait(timeout=10)
+        self._out.close()
+        self._err.seek(0)
+        text = self._err.read()
+        self._err.close()
+        self.stderr_tail = text[-4000:]
+        self.summary = parse_summary(text)
+        return self.summary
+
+
+@contextlib.contextmanager
+def running(workdir: Path, name: str, **kw: Any) -> Iterator[AgentProc]:
+    a = AgentProc(workdir, name=name, **kw)
+    a.start()
+    try:
+        yield a
+    finally:
+        a.stop()
