@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -186,3 +187,62 @@ class Proc:
 def peer(*args: str, ns: NetNs | None = None) -> Proc:
     argv = [PYTHON, PEERS, *args]
     return Proc(ns.cmd(*argv) if ns else argv)
+
+
+# ---- a real DNS server in a test namespace -------------------------------------------------
+CHAIN = ["www.otp.test", "a.otp.test", "b.otp.test", "c.otp.test"]
+
+
+@dataclass(frozen=True)
+class DnsHost:
+    ns: NetNs
+    resolv_conf: Path
+
+
+@contextlib.contextmanager
+def dnsmasq(ns: NetNs, tmp: Path) -> Iterator[None]:
+    upstream = peer("dns-servfail", "127.0.0.9", "5353", ns=ns)
+    upstream.ready()
+    args = ns.cmd(shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--no-daemon",
+                  "--log-facility=-", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                  f"--listen-address={ns.ns_ip}", "--port=53", "--user=root",
+                  f"--pid-file={tmp / 'dnsmasq.pid'}",
+                  f"--host-record=c.otp.test,{ns.ns_ip},{ns.ns_ip6}",
+                  "--cname=b.otp.test,c.otp.test", "--cname=a.otp.test,b.otp.test",
+                  "--cname=www.otp.test,a.otp.test", "--local=/otp.test/",
+                  "--server=/fail.test/127.0.0.9#5353", "--log-queries")
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # dnsmasq logs "started" once its socket is bound: wait for that line.
+        started = threading.Event()
+
+        def watch() -> None:
+            for line in p.stdout:
+                if "started" in line:
+                    started.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        assert started.wait(15), "dnsmasq did not start"
+        yield
+    finally:
+        p.kill()
+        p.wait()
+        upstream.kill()
+
+
+def with_resolver(host: DnsHost, *argv: str) -> list[str]:
+    """Run argv with /etc/resolv.conf replaced in a private mount namespace only."""
+    script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+            str(host.resolv_conf), *argv]
+
+
+
+
+@contextlib.contextmanager
+def dns_environment(tmp: Path) -> Iterator[DnsHost]:
+    """A test namespace with dnsmasq on its address, and a resolv.conf pointing there."""
+    with netns() as ns, dnsmasq(ns, tmp):
+        conf = tmp / "resolv.conf"
+        conf.write_text(f"nameserver {ns.ns_ip}\noptions timeout:2 attempts:1\n")
+        yield DnsHost(ns, conf)

@@ -8,68 +8,24 @@ private mount namespace.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import Agent, NetNs, netns, peer
+from harness import CHAIN, Agent, DnsHost, NetNs, dns_environment, with_resolver
 
 from otelpeers.events import Direction
 
 pytestmark = pytest.mark.kernel
 
-CHAIN = ["www.otp.test", "a.otp.test", "b.otp.test", "c.otp.test"]
-
-
-@dataclass(frozen=True)
-class DnsHost:
-    ns: NetNs
-    resolv_conf: Path
-
-
-@contextlib.contextmanager
-def dnsmasq(ns: NetNs, tmp: Path) -> Iterator[None]:
-    upstream = peer("dns-servfail", "127.0.0.9", "5353", ns=ns)
-    upstream.ready()
-    args = ns.cmd(shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--no-daemon",
-                  "--log-facility=-", "--no-resolv", "--no-hosts", "--bind-interfaces",
-                  f"--listen-address={ns.ns_ip}", "--port=53", "--user=root",
-                  f"--pid-file={tmp / 'dnsmasq.pid'}",
-                  f"--host-record=c.otp.test,{ns.ns_ip},{ns.ns_ip6}",
-                  "--cname=b.otp.test,c.otp.test", "--cname=a.otp.test,b.otp.test",
-                  "--cname=www.otp.test,a.otp.test", "--local=/otp.test/",
-                  "--server=/fail.test/127.0.0.9#5353", "--log-queries")
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        # dnsmasq logs "started" once its socket is bound: wait for that line.
-        started = threading.Event()
-
-        def watch() -> None:
-            for line in p.stdout:
-                if "started" in line:
-                    started.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-        assert started.wait(15), "dnsmasq did not start"
-        yield
-    finally:
-        p.kill()
-        p.wait()
-        upstream.kill()
-
 
 @pytest.fixture
 def dns_host(tmp_path: Path) -> Iterator[DnsHost]:
-    with netns() as ns, dnsmasq(ns, tmp_path):
-        conf = tmp_path / "resolv.conf"
-        conf.write_text(f"nameserver {ns.ns_ip}\noptions timeout:2 attempts:1\n")
-        yield DnsHost(ns, conf)
+    with dns_environment(tmp_path) as host:
+        yield host
 
 
 @dataclass(frozen=True)
@@ -83,13 +39,6 @@ def dig(host: DnsHost, name: str, qtype: str = "A") -> Ran:
                          stdout=subprocess.PIPE, text=True)
     out, _ = p.communicate(timeout=30)
     return Ran(p.pid, out)
-
-
-def with_resolver(host: DnsHost, *argv: str) -> list[str]:
-    """Run argv with /etc/resolv.conf replaced in a private mount namespace only."""
-    script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
-            str(host.resolv_conf), *argv]
 
 
 def test_dig_cname_chain_a_and_aaaa(agent: Agent, dns_host: DnsHost) -> None:
