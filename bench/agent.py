@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -24,6 +25,31 @@ from bench.host import cpu_seconds, rss_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0
+LOCK_PATH = "/run/otelpeers.lock"  # the agent's one-per-host lock (otelpeers.kernel.loader)
+
+
+def wait_for_lock(timeout: float = 300.0) -> float:
+    """Wait until no other agent (a test run, say) holds the host lock; returns seconds waited.
+
+    Another agent would also skew every figure, so waiting is right, not only convenient.
+    """
+    t0 = time.monotonic()
+    while True:
+        try:
+            fd = os.open(LOCK_PATH, os.O_RDONLY)
+        except FileNotFoundError:
+            return time.monotonic() - t0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return time.monotonic() - t0
+        except BlockingIOError:
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"another otelpeers agent held {LOCK_PATH} for "
+                                   f"{timeout:.0f} s; stop it and rerun") from None
+            time.sleep(0.5)
+        finally:
+            os.close(fd)
 
 _SUMMARY = re.compile(
     r"stopped after (?P<events>\d+) events; (?P<flows>\d+) flows; kernel drops: "
@@ -86,6 +112,7 @@ class AgentProc:
     kernel: dict[str, Any] = field(default_factory=dict)
     flows: dict[str, Any] = field(default_factory=dict)
     name: str = "agent"
+    root: Path = REPO  # the checkout whose agent runs (python -m otelpeers from there)
     p: subprocess.Popen | None = None
     startup_s: float | None = None
     summary: AgentSummary | None = None
@@ -102,6 +129,17 @@ class AgentProc:
 
     def start(self) -> float:
         """Start the agent; returns seconds from process start to the ready file."""
+        for attempt in range(3):
+            wait_for_lock()
+            try:
+                return self._start_once()
+            except RuntimeError as exc:
+                # Lost a race for the host lock to another agent: wait for it again.
+                if "another otelpeers agent" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> float:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / f"{self.name}.yaml"
         cfg.write_text(config_yaml(str(self.workdir / f"{self.name}-otlp"), self.kernel,
@@ -115,7 +153,7 @@ class AgentProc:
         self.p = subprocess.Popen(
             [sys.executable, "-m", "otelpeers", "run", "--config", str(cfg), "--no-live-view",
              "--print-flows", "--ready-file", str(ready)],
-            cwd=REPO, stdout=self._out, stderr=self._err, env=env, start_new_session=True)
+            cwd=self.root, stdout=self._out, stderr=self._err, env=env, start_new_session=True)
         deadline = t0 + READY_TIMEOUT_S
         while not ready.exists():
             if self.p.poll() is not None or time.monotonic() > deadline:

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import host, storm
 from bench.agent import REPO, AgentProc, count_flows, running
-from bench.report import Figure, Target, median, paired_ratios, ratio
+from bench.report import Figure, Target, median, paired_ratios
 
 MB = 1024 * 1024
 
@@ -30,13 +30,14 @@ MB = 1024 * 1024
 class Ctx:
     quick: bool
     workdir: Path
+    agent_root: Path = REPO
     startups: list[float] = field(default_factory=list)  # every agent start in this run
     notes: list[str] = field(default_factory=list)
 
     def agent(self, name: str, **kw: Any) -> contextlib.AbstractContextManager[AgentProc]:
         @contextlib.contextmanager
         def cm() -> Iterator[AgentProc]:
-            with running(self.workdir, name, **kw) as a:
+            with running(self.workdir, name, root=self.agent_root, **kw) as a:
                 self.startups.append(a.startup_s or 0.0)
                 yield a
         return cm()
@@ -171,8 +172,9 @@ def overhead(ctx: Ctx) -> Result:
     for phase in ("storm", "iperf"):
         for name, s in stats.get(phase, {}).get("programs", {}).items():
             if s["runs"]:
+                many = f", {s['programs']} programs" if s.get("programs", 1) > 1 else ""
                 figs.append(Figure("bpf run time", f"{name} ({phase})", s["ns_per_run"],
-                                   "ns/run", None, "", None, f"{s['runs']:,} runs"))
+                                   "ns/run", None, "", None, f"{s['runs']:,} runs{many}"))
     ctx.notes.append("Overhead ratios on 2 cores include the agent's user-space CPU: the "
                      "Python agent competes with client and server for the same cores.")
     return Result(figs, {"iperf_bps": tput, "storm_rate": rate, "rounds": seen,
@@ -284,13 +286,13 @@ def memory(ctx: Ctx) -> Result:
                 n += count_flows(a.flows_path, server_pred(ns, p))[0]
             row["flows_seen"] = n
         with storm.server(ns) as port:
-            chunks = 4
+            chunks, done = 4, 0
             churn_rows = []
-            for c in range(chunks):
+            for _ in range(chunks):
                 r = storm.client(ns, port, rate=5000, seconds=churn_total / chunks / 5000)
+                done += r.ok
                 a.wait_idle(timeout=120)
-                churn_rows.append({"after_connections": r.ok * 0 + (c + 1) * churn_total
-                                   // chunks, "ok": r.ok, "rss": a.rss()})
+                churn_rows.append({"after_connections": done, "ok": r.ok, "rss": a.rss()})
     for row in rows:
         target = Target("<=", 150, "value") if row["connections"] >= 50000 else None
         figs.append(Figure(
@@ -314,12 +316,12 @@ def memory(ctx: Ctx) -> Result:
 
 
 # ---- 5. start-up -------------------------------------------------------------------------
-def interpreter_baseline(n: int = 3) -> float:
+def interpreter_baseline(root: Path, n: int = 3) -> float:
     """Seconds for `python -m otelpeers --version`: the interpreter and CLI import alone."""
     times = []
     for _ in range(n):
         t0 = time.monotonic()
-        subprocess.run([sys.executable, "-m", "otelpeers", "--version"], cwd=REPO,
+        subprocess.run([sys.executable, "-m", "otelpeers", "--version"], cwd=root,
                        capture_output=True, timeout=60, check=True)
         times.append(time.monotonic() - t0)
     return statistics.median(times)
@@ -330,7 +332,7 @@ def startup(ctx: Ctx) -> Result:
         for i in range(3 - len(ctx.startups)):
             with ctx.agent(f"startup-{i}"):
                 pass
-    base = interpreter_baseline()
+    base = interpreter_baseline(ctx.agent_root)
     samples = list(ctx.startups)
     return Result([
         Figure("startup", "process start -> sensors attached (median)", median(samples), "s",

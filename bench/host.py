@@ -57,21 +57,27 @@ class ProgStat:
     name: str
     run_time_ns: int
     run_cnt: int
+    programs: int = 1  # bcc cuts names to 15 characters: same-named programs are summed
 
 
 def parse_prog_stats(progs: list[dict[str, Any]], prefix: str = PROG_PREFIX
                      ) -> dict[str, ProgStat]:
-    """`bpftool prog show -j` -> run statistics of our programs, by name."""
+    """`bpftool prog show -j` -> run statistics of the agent's programs, by name.
+
+    The agent's programs are the otelp_* ones and every program sharing a map with them
+    (its tracepoints, which bcc names tracepoint__<category>...).
+    """
+    ours = map_ids_of_programs(progs, prefix)
     out: dict[str, ProgStat] = {}
     for p in progs:
         name = str(p.get("name", ""))
-        if not name.startswith(prefix):
+        if not (name.startswith(prefix) or ours & {int(i) for i in p.get("map_ids", [])}):
             continue
         prev = out.get(name)
-        rt, rc = int(p.get("run_time_ns", 0)), int(p.get("run_cnt", 0))
-        if prev is not None:  # same name loaded twice: add up
-            rt, rc = rt + prev.run_time_ns, rc + prev.run_cnt
-        out[name] = ProgStat(name, rt, rc)
+        rt, rc, n = int(p.get("run_time_ns", 0)), int(p.get("run_cnt", 0)), 1
+        if prev is not None:
+            rt, rc, n = rt + prev.run_time_ns, rc + prev.run_cnt, n + prev.programs
+        out[name] = ProgStat(name, rt, rc, n)
     return out
 
 
@@ -82,7 +88,7 @@ def prog_stats_delta(before: dict[str, ProgStat], after: dict[str, ProgStat]
     for name, a in sorted(after.items()):
         b = before.get(name, ProgStat(name, 0, 0))
         runs, ns = a.run_cnt - b.run_cnt, a.run_time_ns - b.run_time_ns
-        out[name] = {"runs": runs, "run_time_ns": ns,
+        out[name] = {"runs": runs, "run_time_ns": ns, "programs": a.programs,
                      "ns_per_run": round(ns / runs, 1) if runs else 0.0}
     return out
 
@@ -178,6 +184,7 @@ def host_meta() -> dict[str, Any]:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(),
         "memory_gib": round(mem_kib / 1024 / 1024, 1), "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 

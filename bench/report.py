@@ -125,7 +125,8 @@ def summary_markdown(meta: dict[str, Any], figures: Sequence[Figure],
         f"{meta.get('duration_s', '?')} s wall.",
         f"Host: kernel {meta.get('kernel', '?')}, CPU {meta.get('cpu', '?')} "
         f"({meta.get('cpus', '?')} cores), {meta.get('memory_gib', '?')} GiB RAM, "
-        f"Python {meta.get('python', '?')}.",
+        f"Python {meta.get('python', '?')}; load average at start "
+        f"{meta.get('loadavg_at_start', '?')}.",
         "",
     ]
     met = sum(1 for f in figures if f.met is True)

@@ -65,6 +65,11 @@ class Agent:
         return out
 
     def on_tick(self) -> None:
+        dns = self.pipeline.dns
+        if dns is not None:  # drained every tick, so the sample buffer never overflows
+            samples = dns.tracker.metrics.drain_latencies()
+            if self.metrics is not None:
+                self.metrics.record_dns(samples)
         if self.live is not None:
             self.live.refresh(self.pipeline.flows.live_flows())
 
@@ -117,7 +122,6 @@ def assemble(config: Config, *, live_host: bool, export: bool = True,
         if reader is not None:
             agent.metrics = FlowMetrics(reader, host, agent_counters=agent.agent_counters)
             sinks.append(_FlowCallback(agent.metrics.record_flows))
-            txn_listeners.listeners.append(agent.metrics.record_dns)
     if live_view:
         from otelpeers.otel.liveview import LiveView
 

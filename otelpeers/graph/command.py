@@ -77,7 +77,13 @@ def run_graph(args: argparse.Namespace, config: Config, out: IO[str] | None = No
     out = out if out is not None else sys.stdout
     since_window: int | None = args.since
     if args.recording:
-        graph, stats, last_ns = graph_from_recording(args.recording, config)
+        try:
+            graph, stats, last_ns = graph_from_recording(args.recording, config)
+        except OSError as exc:
+            print(f"otelpeers: cannot read the recording {args.recording}: "
+                  f"{exc.strerror or exc}; record one with `otelpeers record --output FILE`",
+                  file=sys.stderr)
+            return 1
         since_ns = None if since_window is None else max(0, last_ns - since_window)
         snap = graph.snapshot(since_ns)
         print(f"otelpeers: graph from {stats.events} events: {len(snap.nodes)} nodes, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from otelpeers.dns.transactions import DnsTransaction
-from otelpeers.events import Owner
+from otelpeers.events import Kind, Owner, ProcessEvent
 from otelpeers.flows import FlowRecord
 from otelpeers.graph.model import RelationshipGraph
 from otelpeers.process.table import ProcessInfo
@@ -34,3 +34,8 @@ class GraphStage:
 
     def on_transaction(self, txn: DnsTransaction) -> None:
         self.graph.add_dns(txn, self._info(txn.owner))
+
+    def on_process_event(self, ev: ProcessEvent) -> None:
+        """Sensitive file opens become accessed_file edges; other kinds are ignored."""
+        if ev.kind == Kind.FILE_OPEN and ev.path:
+            self.graph.add_file_access(ev.tgid, ev.path, ev.time_ns, comm=ev.comm)

@@ -19,7 +19,6 @@ from opentelemetry.sdk.resources import Resource
 from otelpeers import __version__
 from otelpeers import attributes as A
 from otelpeers.config import ExportConfig
-from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.events import Direction
 from otelpeers.flows import FlowRecord
 from otelpeers.otel.factory import http_traces_url, resolve_otlp
@@ -116,12 +115,11 @@ class FlowMetrics:
             self._conns.add(1, {**base, A.FLOW_DIRECTION: _DIRECTION.get(r.direction, "unknown"),
                                 A.FLOW_CLOSE_REASON: r.close_reason.value})
 
-    def record_dns(self, txn: DnsTransaction) -> None:
-        attrs = {A.DNS_QUESTION_TYPE: txn.qtype, A.DNS_RESPONSE_CODE: txn.rcode}
-        if txn.rcode not in ("NOERROR", "NXDOMAIN"):
-            attrs[A.ERROR_TYPE] = txn.rcode.lower()
-        self._dns_duration.record(txn.duration_s, attrs)
-        self._dns_queries.add(1, attrs)
+    def record_dns(self, samples: Iterable[tuple[float, Mapping[str, Any]]]) -> None:
+        """Latency samples from DnsMetrics.drain_latencies (labels already bounded there)."""
+        for seconds, attrs in samples:
+            self._dns_duration.record(seconds, attrs)
+            self._dns_queries.add(1, attrs)
 
     def force_flush(self, timeout_s: float = 30) -> bool:
         return self.provider.force_flush(int(timeout_s * 1000))

@@ -8,12 +8,12 @@ import shutil
 import subprocess
 
 import pytest
+from test_graph_model import T0, lookup_txn, outbound_flow
 
 from otelpeers.events import Owner
 from otelpeers.flows import FlowTable
 from otelpeers.graph import RelationshipGraph, from_json, to_dot, to_json
 from otelpeers.graph.render import MAX_DOT_LABEL, SCHEMA_VERSION, SchemaError, dot_escape
-from tests.unit.test_graph_model import T0, lookup_txn, outbound_flow
 
 NODE_KEYS = {"id", "kind", "label", "first_seen_ns", "last_seen_ns", "count", "attrs"}
 EDGE_KEYS = {"kind", "source", "target", "first_seen_ns", "last_seen_ns", "count",
@@ -90,6 +90,10 @@ def test_dot_with_hostile_names_is_well_formed() -> None:
 def test_graphviz_accepts_the_output() -> None:
     g = sample()
     g.add_file_access(100, 'a"b\\', T0, comm="curl")
+    g.add_file_access(66, 'x"];\nevil->x;//\\' + "\u202e" * 10 + "z" * 100_000, T0,
+                      comm='"\\')
     out = subprocess.run(["dot", "-Tplain"], input=to_dot(g.snapshot()), text=True,
                          capture_output=True, check=True)
     assert out.stdout.startswith("graph ")
+    nodes = [ln for ln in out.stdout.splitlines() if ln.startswith("node ")]
+    assert len(nodes) == len(g.snapshot().nodes)  # nothing injected, nothing lost

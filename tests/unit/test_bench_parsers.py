@@ -1,0 +1,127 @@
+"""Parsers the benchmarks rely on: bpftool JSON, /proc, agent stop line, tools' output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the bench package
+
+from bench.agent import config_yaml, count_flows, parse_summary  # noqa: E402
+from bench.figures import parse_iperf_bps, parse_lost, parse_tcplife  # noqa: E402
+from bench.host import (  # noqa: E402
+    ProgStat,
+    map_ids_of_programs,
+    parse_cpu_model,
+    parse_cpu_ticks,
+    parse_map_memory,
+    parse_prog_stats,
+    parse_vm_rss_kib,
+    prog_stats_delta,
+)
+from bench.storm import parse_client_output  # noqa: E402
+from otelpeers.config import load_config  # noqa: E402
+
+PROGS = [
+    {"id": 1, "name": "otelp_sock_new", "run_time_ns": 1000, "run_cnt": 10, "map_ids": [5, 6]},
+    {"id": 2, "name": "otelp_skb_egr", "run_time_ns": 500, "run_cnt": 20, "map_ids": [6, 7]},
+    {"id": 3, "name": "other_prog", "run_time_ns": 99, "run_cnt": 9, "map_ids": [8]},
+    {"id": 4, "name": "otelp_conn4", "map_ids": []},  # stats never enabled: no fields
+    # bcc tracepoints of the agent share its maps and their cut names collide.
+    {"id": 5, "name": "tracepoint__sch", "run_time_ns": 30, "run_cnt": 3, "map_ids": [7]},
+    {"id": 6, "name": "tracepoint__sch", "run_time_ns": 70, "run_cnt": 7, "map_ids": [5]},
+    {"id": 7, "name": "tracepoint__soc", "run_time_ns": 9, "run_cnt": 9, "map_ids": [99]},
+]
+
+
+def test_prog_stats_only_ours_and_delta_per_run() -> None:
+    before = parse_prog_stats(PROGS)
+    assert set(before) == {"otelp_sock_new", "otelp_skb_egr", "otelp_conn4", "tracepoint__sch"}
+    assert before["otelp_conn4"] == ProgStat("otelp_conn4", 0, 0)
+    assert before["tracepoint__sch"] == ProgStat("tracepoint__sch", 100, 10, 2)
+    after = dict(before, otelp_sock_new=ProgStat("otelp_sock_new", 4000, 40))
+    d = prog_stats_delta(before, after)
+    assert d["otelp_sock_new"] == {"runs": 30, "run_time_ns": 3000, "programs": 1,
+                                   "ns_per_run": 100.0}
+    assert d["otelp_skb_egr"]["runs"] == 0 and d["otelp_skb_egr"]["ns_per_run"] == 0.0
+
+
+def test_map_memory_by_program_maps_and_by_name() -> None:
+    assert map_ids_of_programs(PROGS) == {5, 6, 7}
+    maps = [{"id": 5, "name": "sockets", "bytes_memlock": 100},
+            {"id": 6, "name": "sensitive_basen", "bytes_memlock": 7},
+            {"id": 9, "name": "foreign", "bytes_memlock": 1000}]
+    assert parse_map_memory(maps, {"sockets", "sensitive_basenames"}) == {
+        "sockets": 100, "sensitive_basen": 7}
+
+
+def test_proc_parsers() -> None:
+    assert parse_vm_rss_kib("Name:\tpython\nVmRSS:\t  123456 kB\n") == 123456
+    assert parse_vm_rss_kib("Name:\tkthread\n") is None
+    stat = "42 (my prog) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0"
+    assert parse_cpu_ticks(stat) == 300
+    assert parse_cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n") == "AMD EPYC 7B13"
+
+
+def test_agent_stop_line_with_and_without_drops() -> None:
+    s = parse_summary("otelpeers: INFO x\notelpeers: stopped after 1200 events; 37 flows; "
+                      "kernel drops: {'ringbuf_established': 4, 'ringbuf_release': 2}; "
+                      "decode errors: 1\n")
+    assert s is not None and s.events == 1200 and s.flows == 37 and s.decode_errors == 1
+    assert s.drops_total == 6
+    z = parse_summary("otelpeers: stopped after 5 events; 1 flows; kernel drops: 0; "
+                      "decode errors: 0")
+    assert z is not None and z.kernel_drops == {} and z.drops_total == 0
+    assert parse_summary("Traceback ...") is None
+
+
+def test_bench_config_is_valid_for_the_agent(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(config_yaml(str(tmp_path / "otlp dir"), {"max_sockets": 262144},
+                             {"max_flows": 262144}))
+    cfg = load_config(p)
+    assert cfg.kernel.max_sockets == 262144 and cfg.flows.max_flows == 262144
+    assert cfg.export.files.directory == str(tmp_path / "otlp dir")
+    assert cfg.export.live_view is False
+
+
+def test_count_flows_counts_matches_and_complete(tmp_path: Path) -> None:
+    p = tmp_path / "flows.jsonl"
+    p.write_text("\n".join([
+        json.dumps({"peer_port": 80, "complete": True}),
+        json.dumps({"peer_port": 80, "complete": False}),
+        json.dumps({"peer_port": 81, "complete": True}),
+        "{not json",
+    ]) + "\n")
+    assert count_flows(p, lambda d: d["peer_port"] == 80) == (2, 1)
+    assert count_flows(tmp_path / "missing", lambda d: True) == (0, 0)
+
+
+def test_storm_client_output() -> None:
+    r = parse_client_output('{"attempted": 10, "ok": 8, "failed": 2, "elapsed_s": 2.0}\n')
+    assert (r.ok, r.failed, r.rate) == (8, 2, 4.0)
+    with pytest.raises(ValueError, match="no result line"):
+        parse_client_output("segfault")
+
+
+def test_iperf_json() -> None:
+    doc = {"end": {"sum_received": {"bits_per_second": 2.5e10}}}
+    assert parse_iperf_bps(json.dumps(doc)) == 2.5e10
+    with pytest.raises(RuntimeError, match="busy"):
+        parse_iperf_bps(json.dumps({"error": "the server is busy"}))
+
+
+def test_tcplife_output_counts_both_sides_and_lost_samples() -> None:
+    out = "\n".join([
+        "PID   COMM       LADDR           LPORT RADDR           RPORT TX_KB RX_KB MS",
+        "100   storm      10.232.5.1      40000 10.232.5.2      7000  0     0     0.05",
+        "101   storm      10.232.5.2      7000  10.232.5.1      40000 0     0     0.04",
+        "102   curl       127.0.0.1       40001 127.0.0.1       7000  0     0     0.01",
+        "Possibly lost 12 samples",
+        "Possibly lost 3 samples",
+    ])
+    assert parse_tcplife(out, "10.232.5.2", 7000) == (1, 1)
+    assert parse_lost(out) == 15
