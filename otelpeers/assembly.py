@@ -53,6 +53,7 @@ class Agent:
     metrics: Any = None  # FlowMetrics
     live: Any = None  # LiveView
     process_table: Any = None  # ProcessTable
+    graph: Any = None  # GraphStage
     counters: list[Callable[[], Mapping[str, int]]] = field(default_factory=list)
 
     def agent_counters(self) -> dict[str, int]:
@@ -100,6 +101,18 @@ def assemble(config: Config, *, live_host: bool, export: bool = True,
                   process_table=table)
     sinks = agent.pipeline.sinks
 
+    if config.graph.enabled:
+        from otelpeers.graph import RelationshipGraph
+        from otelpeers.graph.stage import GraphStage
+
+        lookup = table.lookup if table is not None else None
+        agent.graph = GraphStage(RelationshipGraph(max_nodes=config.graph.max_nodes,
+                                                   max_edges=config.graph.max_edges),
+                                 process_lookup=lookup)
+        sinks.append(agent.graph)
+        txn_listeners.listeners.append(agent.graph.on_transaction)
+        process.listeners.append(agent.graph.on_process_event)
+        agent.counters.append(lambda: _prefixed("graph", agent.graph.graph.stats))
     agent.counters.append(lambda: _prefixed("flows", vars(agent.pipeline.flows.stats)))
     agent.counters.append(lambda: _prefixed("process", process.stats))
     agent.counters.append(lambda: dns.stats)

@@ -112,10 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler[args.command](args, config)
     except Exception as exc:
+        from otelpeers.graph.server import GraphServerError
         from otelpeers.kernel.loader import SensorError
         from otelpeers.recording import RecordingError
 
-        if isinstance(exc, SensorError | RecordingError):
+        if isinstance(exc, SensorError | RecordingError | GraphServerError | ConfigError):
             print(f"otelpeers: {exc}", file=sys.stderr)
             return 1
         raise
@@ -203,11 +204,18 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     live_view = config.export.live_view and not args.no_live_view and sys.stdout.isatty()
     agent = assemble(config, live_host=True, live_view=live_view,
                      extra_sinks=[JsonFlowPrinter()] if args.print_flows else ())
+    server = None
     try:
+        if agent.graph is not None:
+            from otelpeers.graph import start_graph_server
+
+            server = start_graph_server(agent.graph.graph, config.graph.socket_path)
         result = run_live(config, agent.pipeline, duration_s=args.duration,
                           on_tick=agent.on_tick, on_ready=lambda: _ready(args.ready_file),
                           counters=agent.counters)
     finally:
+        if server is not None:
+            server.close()
         agent.shutdown()
     export = agent.exporter.stats if agent.exporter is not None else {}
     dropped = export.get("spans_dropped_queue_full", 0) + export.get("spans_dropped_shutdown", 0)

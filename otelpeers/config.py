@@ -105,12 +105,21 @@ class ProcessConfig:
 
 
 @dataclass(frozen=True)
+class GraphConfig:
+    enabled: bool = True
+    socket_path: str = "/run/otelpeers/graph.sock"  # root-only; `otelpeers graph` reads it
+    max_nodes: int = 20_000  # about 0.7 KiB each
+    max_edges: int = 80_000
+
+
+@dataclass(frozen=True)
 class Config:
     kernel: KernelConfig = field(default_factory=KernelConfig)
     flows: FlowConfig = field(default_factory=FlowConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
 
     def validate(self) -> Config:
         k = self.kernel
@@ -145,6 +154,9 @@ class Config:
             "must be at most 256 file names of 1..31 bytes without '/' (e.g. id_rsa)")
         _check(p.max_file_events_per_process >= 1, "process.max_file_events_per_process",
                "must be >= 1")
+        g = self.graph
+        _check(g.max_nodes >= 1 and g.max_edges >= 1, "graph.max_nodes/max_edges", "must be >= 1")
+        _check(g.socket_path.startswith("/"), "graph.socket_path", "must be an absolute path")
         d = self.dns
         _check(bool(d.ports) and all(1 <= p <= 65535 for p in d.ports), "dns.ports",
                "must be a non-empty list of ports 1..65535")

@@ -13,7 +13,6 @@ from otelpeers.config import Config
 from otelpeers.graph.model import RelationshipGraph
 from otelpeers.graph.render import SchemaError, from_json, to_dot, to_json
 from otelpeers.graph.server import DEFAULT_SOCKET_PATH, GraphClientError, query_graph
-from otelpeers.graph.stage import GraphStage
 from otelpeers.recording import ReplayStats
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -59,18 +58,18 @@ def graph_from_recording(path: str, config: Config
     Returns the graph, the replay counts and the time of the last event. Events are fed
     exactly as `otelpeers replay` feeds them (otelpeers.cli.replay_into).
     """
+    from dataclasses import replace
+
+    from otelpeers.assembly import assemble
     from otelpeers.cli import replay_into
-    from otelpeers.dns.stage import DnsPipelineStage
-    from otelpeers.pipeline import Pipeline
     from otelpeers.recording import read_recording
 
-    stage = GraphStage()
-    dns = DnsPipelineStage(config, on_transaction=stage.on_transaction)
-    pipeline = Pipeline(config, [stage], dns=dns)
+    config = replace(config, graph=replace(config.graph, enabled=True))
+    agent = assemble(config, live_host=False, export=False)
     stats = ReplayStats()
-    replay_into(pipeline, read_recording(path, stats))
-    stage.graph.flush_pending()
-    return stage.graph, stats, pipeline.last_time_ns
+    replay_into(agent.pipeline, read_recording(path, stats))
+    agent.graph.graph.flush_pending()
+    return agent.graph.graph, stats, agent.pipeline.last_time_ns
 
 
 def run_graph(args: argparse.Namespace, config: Config, out: IO[str] | None = None) -> int:

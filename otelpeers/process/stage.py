@@ -4,7 +4,7 @@ sensitive file opens are remembered per process and attached to its later flows.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from otelpeers.config import ProcessConfig
@@ -24,10 +24,13 @@ class ProcessStage:
         self._per_process = config.max_file_events_per_process
         self._max = max_processes_with_files
         self._files: OrderedDict[int, deque[FileAccess]] = OrderedDict()
+        self.listeners: list[Callable[[ProcessEvent], None]] = []  # e.g. the graph
         self.stats = {"exec": 0, "fork": 0, "exit": 0, "file_open": 0,
                       "file_processes_evicted": 0}
 
     def on_process_event(self, ev: ProcessEvent) -> None:
+        for fn in self.listeners:
+            fn(ev)
         if ev.kind == Kind.FILE_OPEN:
             self.stats["file_open"] += 1
             q = self._files.get(ev.tgid)

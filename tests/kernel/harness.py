@@ -20,7 +20,6 @@ from otelpeers.events import Event
 from otelpeers.flows import FlowRecord
 from otelpeers.kernel.loader import KernelSensors
 from otelpeers.kernel.source import KernelSource
-from otelpeers.pipeline import Pipeline
 
 PEERS = str(Path(__file__).with_name("peers.py"))
 PYTHON = sys.executable
@@ -30,7 +29,7 @@ class Agent:
     """Sensors + source + pipeline in a background thread, collecting flows and events."""
 
     def __init__(self, config: Config | None = None) -> None:
-        from otelpeers.dns.stage import DnsPipelineStage
+        from otelpeers.assembly import assemble
 
         config = config or Config()
         # Short intervals so idle expiry and volume reads happen within a test.
@@ -43,8 +42,12 @@ class Agent:
         self.sensors.start()
         try:
             self.source = KernelSource(self.sensors, stats_interval_s=0.5)
-            self.dns = DnsPipelineStage(self.config, on_transaction=self.transactions.append)
-            self.pipeline = Pipeline(self.config, [self], dns=self.dns)
+            # The agent's own assembly, minus export: what `otelpeers run` builds.
+            self.assembled = assemble(self.config, live_host=True, export=False,
+                                      extra_sinks=[self],
+                                      on_transaction=self.transactions.append)
+            self.pipeline = self.assembled.pipeline
+            self.process_table = self.assembled.process_table
             self._thread = threading.Thread(target=self._loop, name="agent", daemon=True)
             self._thread.start()
         except BaseException:

@@ -1,0 +1,69 @@
+"""Process context joined to flows: sensitive files before a connection, redaction, trees."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from harness import Agent, NetNs, peer
+
+from otelpeers.events import Kind, ProcessEvent
+
+pytestmark = pytest.mark.kernel
+
+CLIENT = """
+import socket, sys
+open(sys.argv[1], "rb").read()
+c = socket.create_connection((sys.argv[2], int(sys.argv[3])))
+c.sendall(b"k" * 10)
+c.recv(100)
+c.close()
+"""
+
+
+def test_sensitive_read_then_connection(agent: Agent, ns: NetNs, tmp_path: Path) -> None:
+    key = tmp_path / "id_rsa"
+    key.write_text("not really a key\n")
+    server = peer("tcp-server", ns.ns_ip, "10", "10", ns=ns)
+    port = server.ready()
+    secret = "hunter2-SuperSecret"
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, str(key), ns.ns_ip, str(port),
+                               f"--password={secret}"], stderr=subprocess.PIPE)
+    assert client.wait(30) == 0, client.stderr.read()
+    server.finish()
+    f = agent.wait_flow(lambda r: r.owner is not None and r.owner.tgid == client.pid
+                        and r.peer_port == port)
+    assert [x.path for x in f.files] == [str(key)]
+    assert f.files[0].time_ns <= f.start_ns
+    # The process's resource: the command line is redacted, the secret appears nowhere.
+    attrs = agent.process_table.resource_attributes(f.owner)
+    assert secret not in repr(attrs)
+    assert "--password=" in str(attrs["process.command_line"])
+    assert attrs["process.pid"] == client.pid
+
+
+def test_exec_fork_exit_events_and_tree(agent: Agent) -> None:
+    p = subprocess.run(["sh", "-c", "true; /bin/echo hi"], capture_output=True, text=True)
+    assert p.stdout == "hi\n"
+    execs = agent.wait_event(lambda e: isinstance(e, ProcessEvent) and e.kind == Kind.EXEC
+                             and e.path == "/bin/echo")
+    fork = agent.wait_event(lambda e: isinstance(e, ProcessEvent) and e.kind == Kind.FORK
+                            and e.child_pid == execs.tgid)
+    assert fork.comm == "sh" and fork.ppid != execs.tgid
+    agent.wait_event(lambda e: isinstance(e, ProcessEvent) and e.kind == Kind.EXIT
+                     and e.tgid == execs.tgid)
+
+
+def test_ordinary_files_do_not_cross(agent: Agent, tmp_path: Path) -> None:
+    plain = tmp_path / "notes.txt"
+    plain.write_text("x")
+    key = tmp_path / "credentials"
+    key.write_text("y")
+    subprocess.run(["cat", str(plain), str(key)], capture_output=True, check=True)
+    agent.wait_event(lambda e: isinstance(e, ProcessEvent) and e.kind == Kind.FILE_OPEN
+                     and e.path == str(key))
+    opened = [e.path for e in agent.events
+              if isinstance(e, ProcessEvent) and e.kind == Kind.FILE_OPEN]
+    assert str(plain) not in opened
