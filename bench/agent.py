@@ -185,8 +185,8 @@ class AgentProc:
 
     def stop(self, timeout: float = 120.0) -> AgentSummary | None:
         """SIGINT (the agent drains and detaches), SIGKILL if it does not end in time."""
-        if self.p is None:
-            return None
+        if self.p is None or self._out.closed:  # not started, or already stopped
+            return self.summary
         if self.p.poll() is None:
             os.killpg(self.p.pid, signal.SIGINT)
             try:

@@ -35,13 +35,20 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 20) -> 
 
 
 class Rotel:
-    def __init__(self, tmp: Path, exporter_args: list[str]) -> None:
+    @classmethod
+    def on_port(cls, tmp: Path, grpc_port: int, sink: OtlpSink) -> Rotel:
+        """rotel listening for OTLP/gRPC on a given port, forwarding to sink."""
+        return cls(tmp, ["--exporter", "otlp", "--otlp-exporter-endpoint",
+                         f"http://127.0.0.1:{sink.port}", "--otlp-exporter-protocol", "grpc"],
+                   grpc_port=grpc_port)
+
+    def __init__(self, tmp: Path, exporter_args: list[str], grpc_port: int | None = None) -> None:
         binary = rotel_binary()
         if binary is None:
             if os.environ.get("CI") == "true":
                 pytest.fail("rotel is not installed (pip install rotel)")
             pytest.skip("rotel is not installed (pip install rotel)")
-        self.grpc_port, self.http_port = free_port(), free_port()
+        self.grpc_port, self.http_port = grpc_port or free_port(), free_port()
         self.log = tmp / "rotel.log"
         cmd = [str(binary), "start",
                "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
