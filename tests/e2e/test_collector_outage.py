@@ -8,7 +8,6 @@ handed to it is accounted for: exported, failed, or dropped and counted.
 from __future__ import annotations
 
 import os
-import resource
 import time
 from pathlib import Path
 
