@@ -205,14 +205,18 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     agent = assemble(config, live_host=True, live_view=live_view,
                      extra_sinks=[JsonFlowPrinter()] if args.print_flows else ())
     server = None
-    try:
-        if agent.graph is not None:
+
+    def on_ready() -> None:
+        nonlocal server
+        if agent.graph is not None:  # only once the sensors are attached: root is proven
             from otelpeers.graph import start_graph_server
 
             server = start_graph_server(agent.graph.graph, config.graph.socket_path)
+        _ready(args.ready_file)
+
+    try:
         result = run_live(config, agent.pipeline, duration_s=args.duration,
-                          on_tick=agent.on_tick, on_ready=lambda: _ready(args.ready_file),
-                          counters=agent.counters)
+                          on_tick=agent.on_tick, on_ready=on_ready, counters=agent.counters)
     finally:
         if server is not None:
             server.close()

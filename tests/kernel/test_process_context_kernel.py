@@ -67,3 +67,37 @@ def test_ordinary_files_do_not_cross(agent: Agent, tmp_path: Path) -> None:
     opened = [e.path for e in agent.events
               if isinstance(e, ProcessEvent) and e.kind == Kind.FILE_OPEN]
     assert str(plain) not in opened
+
+
+def test_process_in_a_docker_style_cgroup(agent: Agent, ns: NetNs) -> None:
+    """A container as the kernel sees it: a cgroup named like docker's, under the v2 root."""
+    import os
+    import secrets
+
+    from otelpeers.kernel.cgroup import find_cgroup2_mount
+
+    root = find_cgroup2_mount()
+    assert root
+    cid = secrets.token_hex(32)
+    parent = Path(root) / f"otp-test-{os.getpid()}"
+    scope = parent / f"docker-{cid}.scope"
+    scope.mkdir(parents=True)
+    server = peer("tcp-server", ns.ns_ip, "5", "5", ns=ns)
+    port = server.ready()
+    try:
+        # Join the cgroup first, then exec the client: the process lives in the "container".
+        script = f'echo $$ > {scope}/cgroup.procs && exec "$@"'
+        client = subprocess.Popen(
+            ["sh", "-c", script, "sh", sys.executable, str(Path(__file__).with_name("peers.py")),
+             "tcp-client", ns.ns_ip, str(port), "5", "5"], stdout=subprocess.PIPE)
+        f = agent.wait_flow(lambda r: r.owner is not None and r.owner.tgid == client.pid
+                            and r.peer_port == port)
+        assert f.owner.cgroup_id == os.stat(scope).st_ino  # cgroup id is the directory inode
+        attrs = agent.process_table.resource_attributes(f.owner)
+        assert attrs["container.id"] == cid
+        client.wait(30)
+        server.finish()
+    finally:
+        server.kill()
+        scope.rmdir()
+        parent.rmdir()

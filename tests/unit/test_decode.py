@@ -107,3 +107,31 @@ def test_decode_dns_record() -> None:
     # A record cut short by the reader still decodes what is there.
     short = decode_record(bytes(c)[: abi.DNS_HEADER_SIZE + 4], 0)
     assert isinstance(short, DnsPacketEvent) and short.payload == payload[:4]
+
+
+def test_decoder_fuzz_random_and_mutated_records() -> None:
+    """Random and bit-flipped records: decoded or rejected with DecodeError, nothing else."""
+    import random
+
+    from otelpeers.events import ProcessEvent
+
+    rng = random.Random(1234)
+    seeds = [raw_event(), raw_event(type=abi.EventType.TCP_CLOSE), bytes(abi.CDnsEvent()),
+             bytes(abi.CProcEvent())]
+    decoded = rejected = 0
+    for i in range(20_000):
+        if i % 4 == 0:
+            data = rng.randbytes(rng.randrange(0, 1400))
+        else:
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randrange(1, 12)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            data = bytes(data[: rng.randrange(0, len(data) + 1)])
+        try:
+            ev = decode_record(data, 0)
+        except DecodeError:
+            rejected += 1
+            continue
+        decoded += 1
+        assert isinstance(ev, SocketEvent | DnsPacketEvent | ProcessEvent)
+    assert decoded + rejected == 20_000 and decoded > 0 and rejected > 0
