@@ -148,6 +148,7 @@ def cmd_record(args: argparse.Namespace, config: Config) -> int:
     try:
         result = run_live(config, None, duration_s=args.duration,
                           on_events=lambda batch: [writer.write(ev) for ev in batch],
+                          on_tick=writer.flush,
                           on_ready=lambda: _ready(args.ready_file))
     finally:
         writer.close()
