@@ -13,13 +13,14 @@
 #define OP_ADDR_LEN 16
 
 enum op_event_type {
-    OP_EV_SOCK_CREATE = 1, /* cgroup/sock_create: an inet socket was created */
+    OP_EV_SOCK_CREATE = 1, /* reserved: sock_create records the owner in a map, no event */
     OP_EV_BIND = 2,        /* cgroup/post_bind4|6: explicit bind, local address known */
     OP_EV_CONNECT = 3,     /* cgroup/connect4|6: connect() attempt, TCP or UDP */
     OP_EV_ESTABLISHED = 4, /* sock_ops: active or passive TCP established */
     OP_EV_TCP_CLOSE = 5,   /* sock_ops state callback: TCP reached CLOSE */
     OP_EV_PEER = 6,        /* cgroup_skb: first packet of a non-TCP socket to/from a new peer */
-    OP_EV_RELEASE = 7,     /* cgroup/sock_release: the socket is gone */
+    OP_EV_RELEASE = 7,     /* cgroup/sock_release: the socket is gone (not for TCP sockets
+                            * with state callbacks: their OP_EV_TCP_CLOSE ends them) */
     OP_EV_LISTEN = 8,      /* tracepoint sock:inet_sock_set_state -> TCP_LISTEN */
     OP_EV_DNS = 9,         /* cgroup_skb: a DNS packet (struct op_dns_event) */
     OP_EV_EXEC = 10,       /* sched:sched_process_exec (struct op_proc_event) */

@@ -165,28 +165,16 @@ static __always_inline void fill_from_sock(struct op_event *e, __u64 cookie, str
     e->flags |= s->flags & (OP_F_OWNER | OP_F_OWNER_JOINED | OP_F_RELEASED);
 }
 
-/* ---- cgroup/sock_create: process context, every new inet socket ---- */
+/* ---- cgroup/sock_create: process context, every new inet socket. Only the map is written:
+ * every later event carries the owner, so a creation event would be pure overhead. ---- */
 int otelp_sock_new(struct bpf_sock *ctx)
 {
     __u64 cookie = bpf_get_socket_cookie(ctx);
-    __u64 netns = bpf_get_netns_cookie(ctx);
     struct op_sock fresh = {};
-    fresh.netns_cookie = netns;
+    fresh.netns_cookie = bpf_get_netns_cookie(ctx);
     fill_current_owner(&fresh.owner);
     fresh.flags = OP_F_OWNER;
     sockets.update(&cookie, &fresh);
-
-    struct op_event *e = reserve(OP_EV_SOCK_CREATE);
-    if (!e)
-        return 1;
-    e->cookie = cookie;
-    e->netns_cookie = netns;
-    e->owner = fresh.owner;
-    e->flags = OP_F_OWNER;
-    e->family = ctx->family;
-    e->protocol = ctx->protocol;
-    e->sock_type = ctx->type;
-    events.ringbuf_submit(e, 0);
     return 1;
 }
 
@@ -277,7 +265,10 @@ int otelp_sock_rel(struct bpf_sock *ctx)
         if (l && l->cookie == cookie)
             listeners.delete(&k);
     }
-    struct op_event *e = reserve(OP_EV_RELEASE);
+    /* A TCP socket with state callbacks ends in OP_EV_TCP_CLOSE, which says whether it was
+     * released; a release event would add nothing but load. */
+    int tracked = s && (s->flags & OP_S_TCP_TRACKED);
+    struct op_event *e = tracked ? 0 : reserve(OP_EV_RELEASE);
     if (e) {
         fill_from_sock(e, cookie, s);
         e->family = ctx->family;

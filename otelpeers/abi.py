@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import struct
 from pathlib import Path
 
 ABI_VERSION = 1
@@ -177,7 +178,11 @@ class CPeerKey(ctypes.Structure):
     ]
 
 
-assert ctypes.sizeof(CEvent) == EVENT_SIZE, ctypes.sizeof(CEvent)
+# The hot path decodes with struct (several times faster than ctypes); this format is the
+# same layout as CEvent, field for field, and the assertions below keep the two in step.
+EVENT_STRUCT = struct.Struct("<QQQIIIIQ16sBBBBBBBBHHI16s16s6QQQII")
+
+assert ctypes.sizeof(CEvent) == EVENT_SIZE == EVENT_STRUCT.size, ctypes.sizeof(CEvent)
 assert ctypes.sizeof(CDnsEvent) == DNS_EVENT_SIZE, ctypes.sizeof(CDnsEvent)
 assert CDnsEvent.payload.offset == DNS_HEADER_SIZE
 assert ctypes.sizeof(CProcEvent) == PROC_EVENT_SIZE, ctypes.sizeof(CProcEvent)

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class KernelConfig:
-    ringbuf_pages: int = 256  # ring buffer size in pages; power of two
+    ringbuf_pages: int = 2048  # ring buffer size in pages (8 MiB): absorbs bursts; power of two
     max_sockets: int = 65536  # kernel socket table entries (LRU)
     max_peers: int = 65536  # kernel (socket, peer) table entries for non-TCP sockets (LRU)
     max_listeners: int = 4096

@@ -8,7 +8,6 @@ of the kernel's volume tables) so that a recording replays exactly what the live
 from __future__ import annotations
 
 import enum
-import ipaddress
 import socket
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ class Kind(enum.IntEnum):
     # Made in user space from reads of the kernel's tables.
     PEER_STATS = 100  # final or periodic volume of one (socket, peer) of a non-TCP socket
     SOCK_STATS = 101  # periodic volume of a live socket
+    SOCK_GONE = 102  # a live TCP socket's kernel entry vanished without a CLOSE being seen
 
 
 Direction = abi.Direction
@@ -123,62 +123,70 @@ class DecodeError(ValueError):
     """A record that cannot be decoded (truncated, unknown type, bad family)."""
 
 
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
 def format_addr(family: int, raw: bytes) -> str:
     """Address bytes to text; IPv4-mapped IPv6 addresses are shown as IPv4."""
     if family == socket.AF_INET:
-        return str(ipaddress.IPv4Address(raw[:4]))
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
     if family == socket.AF_INET6:
-        addr = ipaddress.IPv6Address(raw[:16])
-        return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
+        if raw[:12] == _V4_MAPPED:
+            return socket.inet_ntop(socket.AF_INET, raw[12:16])
+        return socket.inet_ntop(socket.AF_INET6, raw[:16])
     raise DecodeError(f"unknown address family {family}")
 
 
 def decode_comm(raw: bytes) -> str:
     """The kernel's comm, NUL-terminated, bounded to 16 bytes; control characters replaced."""
     text = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    if text.isprintable():
+        return text
     return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+_DIRECTIONS = {0: Direction.UNKNOWN, 1: Direction.OUTBOUND, 2: Direction.INBOUND}
+_KINDS = {k.value: k for k in Kind}
 
 
 def decode_event(data: bytes, clock_offset_ns: int) -> SocketEvent:
     """Decode one ring buffer record. clock_offset_ns turns CLOCK_MONOTONIC into epoch time."""
     if len(data) < abi.EVENT_SIZE:
         raise DecodeError(f"truncated event: {len(data)} bytes, want {abi.EVENT_SIZE}")
-    c = abi.CEvent.from_buffer_copy(data[: abi.EVENT_SIZE])
-    try:
-        kind = Kind(c.type)
-    except ValueError as exc:
-        raise DecodeError(f"unknown event type {c.type}") from exc
-    family = c.family
-    if family not in (socket.AF_INET, socket.AF_INET6):
+    (ts, cookie, netns, tgid, pid, uid, gid, cgroup_id, comm, typ, family, protocol,
+     sock_type, direction, flags, old_state, new_state, lport, rport, srtt, laddr, raddr,
+     p_out, b_out, pl_out, p_in, b_in, pl_in, acked, received, retrans,
+     _pad) = abi.EVENT_STRUCT.unpack_from(data)
+    kind = _KINDS.get(typ)
+    if kind is None or kind in PROCESS_KINDS or kind == Kind.DNS:
+        raise DecodeError(f"unknown event type {typ}")
+    if family != socket.AF_INET and family != socket.AF_INET6:
         raise DecodeError(f"unknown address family {family} in {kind.name}")
     owner = None
-    if c.flags & abi.F_OWNER:
-        o = c.owner
-        owner = Owner(o.tgid, o.pid, o.uid, o.gid, o.cgroup_id, decode_comm(bytes(o.comm)),
-                      bool(c.flags & abi.F_OWNER_JOINED))
-    k = c.counters
+    if flags & abi.F_OWNER:
+        owner = Owner(tgid, pid, uid, gid, cgroup_id, decode_comm(comm),
+                      bool(flags & abi.F_OWNER_JOINED))
     tcp = None
     if kind == Kind.TCP_CLOSE:
-        tcp = TcpInfo(c.tcp_bytes_acked, c.tcp_bytes_received, c.tcp_total_retrans, c.srtt_us)
+        tcp = TcpInfo(acked, received, retrans, srtt)
     return SocketEvent(
         kind=kind,
-        time_ns=c.ts_ns + clock_offset_ns,
-        cookie=c.cookie,
-        netns_cookie=c.netns_cookie,
+        time_ns=ts + clock_offset_ns,
+        cookie=cookie,
+        netns_cookie=netns,
         owner=owner,
         family=family,
-        protocol=c.protocol,
-        sock_type=c.sock_type,
-        direction=Direction(c.direction) if c.direction in (0, 1, 2) else Direction.UNKNOWN,
-        released=bool(c.flags & abi.F_RELEASED),
-        old_state=c.old_state,
-        new_state=c.new_state,
-        local_addr=format_addr(family, bytes(c.laddr)),
-        local_port=c.lport,
-        peer_addr=format_addr(family, bytes(c.raddr)),
-        peer_port=c.rport,
-        counters=Counters(k.packets_out, k.bytes_out, k.payload_out,
-                          k.packets_in, k.bytes_in, k.payload_in),
+        protocol=protocol,
+        sock_type=sock_type,
+        direction=_DIRECTIONS.get(direction, Direction.UNKNOWN),
+        released=bool(flags & abi.F_RELEASED),
+        old_state=old_state,
+        new_state=new_state,
+        local_addr=format_addr(family, laddr),
+        local_port=lport,
+        peer_addr=format_addr(family, raddr),
+        peer_port=rport,
+        counters=Counters(p_out, b_out, pl_out, p_in, b_in, pl_in),
         tcp=tcp,
     )
 

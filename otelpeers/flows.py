@@ -38,7 +38,7 @@ class CloseReason(enum.StrEnum):
     RESET = "reset"                    # TCP aborted from ESTABLISHED/SYN_RECV/CLOSE_WAIT
     CONNECT_FAILED = "connect_failed"  # refused, unreachable or timed out before established
     IDLE_TIMEOUT = "idle_timeout"      # UDP/ICMP: no traffic for the configured timeout
-    RELEASED = "released"              # TCP released, CLOSE never seen within the grace period
+    RELEASED = "released"              # TCP socket gone, CLOSE never seen within the grace period
     SHUTDOWN = "shutdown"              # still open when the agent stopped
     EVICTED = "evicted"                # flow table full: the oldest flow was pushed out
 
@@ -304,6 +304,10 @@ class FlowTable:
             return []
         f.tcp = ev.tcp
         f.counters = f.counters.merged_max(ev.counters)
+        s = self._sockets.get(ev.cookie)
+        if s is not None and s.bind is None:
+            # Tracked TCP sockets send no release: CLOSE is their last word.
+            del self._sockets[ev.cookie]
         if ev.old_state == TCP_SYN_SENT:
             reason = CloseReason.CONNECT_FAILED
         elif ev.old_state in (TCP_ESTABLISHED, TCP_SYN_RECV, TCP_CLOSE_WAIT):
@@ -342,6 +346,12 @@ class FlowTable:
             s.flows.add(key)
         self._update_counters(f, ev)
         return self._evict_if_full()
+
+    def _on_sock_gone(self, ev: SocketEvent) -> list[FlowRecord]:
+        f = self._flows.get((ev.cookie, "", 0))
+        if f is not None and f.released_ns is None:
+            f.released_ns = ev.time_ns  # ends after the grace period unless CLOSE arrives
+        return []
 
     def _on_sock_stats(self, ev: SocketEvent) -> list[FlowRecord]:
         f = self._flows.get((ev.cookie, "", 0))
@@ -383,6 +393,7 @@ class FlowTable:
         Kind.PEER: _on_peer,
         Kind.PEER_STATS: _on_peer_stats,
         Kind.SOCK_STATS: _on_sock_stats,
+        Kind.SOCK_GONE: _on_sock_gone,
         Kind.RELEASE: _on_release,
     }
 

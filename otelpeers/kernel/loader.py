@@ -84,6 +84,15 @@ def generated_source(config: Config) -> str:
     return "\n".join(f"// {f}" for f in cflags_for(config)) + "\n" + program_text()
 
 
+def _release_compiler_heap() -> None:
+    """clang/LLVM free what they used to compile, but glibc keeps the pages; hand them back
+    (measured: about 35 MB of the agent's RSS)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 class KernelSensors:
     """Owns the loaded BPF object and every attachment; use as a context manager."""
 
@@ -129,6 +138,7 @@ class KernelSensors:
             log.warning("removed stale otelpeers program %s (id %d) left attached by an earlier "
                         "instance", prog.name, prog.prog_id)
         self.bpf = self._compile()
+        _release_compiler_heap()
         self._fill_sensitive_paths()
         self._attach_all()
 

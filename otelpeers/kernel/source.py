@@ -159,6 +159,11 @@ class KernelSource:
             try:
                 s = sockets[ctypes.c_uint64(cookie)]
             except KeyError:
+                # Closed, and its CLOSE is still in the ring buffer or was lost: the flow
+                # table waits a grace period for the CLOSE before ending the flow.
+                del self._tcp_live[cookie]
+                self._pending.append(SocketEvent(kind=Kind.SOCK_GONE, time_ns=now,
+                                                 cookie=cookie))
                 continue
             c = s.c
             self._pending.append(SocketEvent(

@@ -14,7 +14,7 @@ from otelpeers.process.table import ProcessTable
 
 # Socket events seen in the owner's own context: the moment to read /proc for it, while the
 # process still exists (short-lived clients are often gone when their flow is exported).
-_EARLY_LOOKUP = frozenset({Kind.SOCK_CREATE, Kind.CONNECT, Kind.BIND})
+_EARLY_LOOKUP = frozenset({Kind.CONNECT, Kind.BIND, Kind.PEER, Kind.LISTEN})
 
 
 class ProcessStage:

@@ -207,12 +207,11 @@ def test_ring_buffer_overflow_is_counted() -> None:
     try:
         a.source.stop()  # stop consuming so the 4 KiB buffer must overflow
         a._thread.join(timeout=10)
-        for _ in range(200):
+        for _ in range(200):  # each release of a UDP socket is one event
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.close()
         drops = a.source.read_drops()
-        assert drops.get("ringbuf_sock_create", 0) > 0
-        assert drops.get("ringbuf_release", 0) > 0
+        assert drops.get("ringbuf_release", 0) >= 200 - 4096 // 184
     finally:
         a.sensors.close()
     assert ours() == []

@@ -63,10 +63,10 @@ def test_connect_then_release_without_established_is_failed() -> None:
     assert r.close_reason == CloseReason.CONNECT_FAILED and r.peer_port == 1
 
 
-def test_released_tcp_without_close_expires_after_grace() -> None:
+def test_tcp_socket_gone_without_close_expires_after_grace() -> None:
     t = FlowTable(tcp_close_grace_ns=10 * S)
     tcp_client(t)
-    t.process(ev(Kind.RELEASE, 2, 1))
+    t.process(ev(Kind.SOCK_GONE, 2, 1))  # the kernel entry vanished; CLOSE was lost
     assert t.expire(11 * S) == []
     (r,) = t.expire(13 * S)
     assert r.close_reason == CloseReason.RELEASED and r.end_ns == 2 * S
@@ -164,3 +164,11 @@ def test_periodic_sock_stats_update_long_lived_flow() -> None:
     t.process(ev(Kind.SOCK_STATS, 30, 1, counters=Counters(100, 10**6, 9 * 10**5, 50, 5000, 2000)))
     (live,) = t.live_flows()
     assert live.counters.payload_out == 9 * 10**5 and not live.complete
+
+
+def test_close_after_gone_still_ends_the_flow_normally() -> None:
+    t = FlowTable(tcp_close_grace_ns=10 * S)
+    tcp_client(t)
+    t.process(ev(Kind.SOCK_GONE, 2, 1))
+    (r,) = t.process(ev(Kind.TCP_CLOSE, 2.1, 1, old_state=6, new_state=7))
+    assert r.close_reason == CloseReason.CLOSED and t.expire(100 * S) == []
