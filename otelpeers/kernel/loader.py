@@ -87,10 +87,8 @@ def generated_source(config: Config) -> str:
 def _release_compiler_heap() -> None:
     """clang/LLVM free what they used to compile, but glibc keeps the pages; hand them back
     (measured: about 35 MB of the agent's RSS)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
 
 
 class KernelSensors:
