@@ -34,7 +34,6 @@ BPF_MAP_CREATE = 0
 BPF_MAP_TYPE_ARRAY = 2
 
 TRACEFS = Path("/sys/kernel/tracing")
-TRACEPOINT = ("sock", "inet_sock_set_state")
 PROGRAM_PREFIX = "otelp_"
 DEFAULT_LOCK_PATH = "/run/otelpeers.lock"
 MAX_DETAIL = 240  # characters; compiler and verifier errors can be pages long
@@ -155,17 +154,18 @@ def check_cgroup2(config: Config, mounts_text: str | None = None) -> CheckResult
 def check_tracefs(tracefs: Path = TRACEFS) -> CheckResult:
     name = "tracefs"
     events = tracefs / "events"
-    event = events.joinpath(*TRACEPOINT)
     try:
         if not events.is_dir():
             return _result(name, False, f"{events} does not exist",
                            f"mount -t tracefs nodev {tracefs} (scripts/setup.sh does it)")
-        if not event.is_dir():
-            return _result(name, False, f"tracepoint {':'.join(TRACEPOINT)} is missing in {events}",
-                           "use a kernel with CONFIG_INET and tracepoints (Linux >= 4.16)")
+        missing = [f"{c}:{e}" for c, e, _a in TRACEPOINTS if not events.joinpath(c, e).is_dir()]
+        if missing:
+            return _result(name, False, f"tracepoints missing in {events}: {', '.join(missing)}",
+                           "use a kernel with CONFIG_INET, CONFIG_FTRACE_SYSCALLS and "
+                           "tracepoints (Linux >= 5.10)")
     except PermissionError:
         return _result(name, False, f"{tracefs} is not readable", ROOT_FIX)
-    return _result(name, True, f"{events} has {':'.join(TRACEPOINT)}")
+    return _result(name, True, f"{events} has the {len(TRACEPOINTS)} tracepoints used")
 
 
 # ---- bcc: compile, load each program type, ring buffer ------------------------------------
@@ -182,9 +182,18 @@ int otelp_chk_addr(struct bpf_sock_addr *ctx) { return 1; }
 int otelp_chk_ops(struct bpf_sock_ops *ops) { return 0; }
 """
 
-TRACEPOINT_SOURCE = r"""
-int otelp_chk_tp(struct tracepoint__sock__inet_sock_set_state *args) { return args->newstate; }
-"""
+# Every tracepoint the agent uses: (category, event, an argument the agent reads).
+TRACEPOINTS = (
+    ("sock", "inet_sock_set_state", "newstate"),
+    ("sched", "sched_process_exec", "pid"),
+    ("sched", "sched_process_fork", "child_pid"),
+    ("sched", "sched_process_exit", "pid"),
+    ("syscalls", "sys_enter_openat", "flags"),
+    ("syscalls", "sys_enter_openat2", "usize"),
+)
+TRACEPOINT_SOURCE = "".join(
+    f"int otelp_chk_tp{i}(struct tracepoint__{c}__{e} *args) {{ return args->{a}; }}\n"
+    for i, (c, e, a) in enumerate(TRACEPOINTS))
 
 RINGBUF_SOURCE = r"""
 BPF_RINGBUF_OUTPUT(otelp_chk_rb, %(pages)d);
@@ -213,8 +222,9 @@ PROGRAM_CHECKS: tuple[ProgramCheck, ...] = (
       ("recvmsg4", "CGROUP_UDP4_RECVMSG"), ("recvmsg6", "CGROUP_UDP6_RECVMSG"))),
     ("prog sock_ops", "otelp_chk_ops", "SOCK_OPS", (("sock_ops", None),)),
 )
-TRACEPOINT_CHECK = ("prog tracepoint", "otelp_chk_tp", "TRACEPOINT",
-                    (("sock:inet_sock_set_state", None),))
+TRACEPOINT_CHECKS: tuple[ProgramCheck, ...] = tuple(
+    ("prog tracepoint", f"otelp_chk_tp{i}", "TRACEPOINT", ((f"{c}:{e}", None),))
+    for i, (c, e, _a) in enumerate(TRACEPOINTS))
 
 
 def _headers_dir() -> str:
@@ -252,7 +262,7 @@ def _compile_fix() -> str:
 
 def check_bcc_programs(config: Config) -> list[CheckResult]:
     """bcc import, a compile against the kernel headers, each program type, ring buffer."""
-    rows = [c[0] for c in PROGRAM_CHECKS] + [TRACEPOINT_CHECK[0], "ring buffer"]
+    rows = [c[0] for c in PROGRAM_CHECKS] + ["prog tracepoint", "ring buffer"]
     try:
         import bcc
         from bcc import BPF, BPFAttachType
@@ -284,13 +294,20 @@ def check_bcc_programs(config: Config) -> list[CheckResult]:
 
 
 def _check_tracepoint(bpf_cls: Any, attach_cls: Any) -> CheckResult:
+    names = ", ".join(f"{c}:{e}" for c, e, _a in TRACEPOINTS)
     try:
         b = bpf_cls(text=TRACEPOINT_SOURCE)
     except Exception as exc:
-        return _result(TRACEPOINT_CHECK[0], False, f"cannot compile a program for "
-                       f"sock:inet_sock_set_state: {exc}", _compile_fix() + "; mount tracefs")
+        return _result("prog tracepoint", False, f"cannot compile programs for {names}: {exc}",
+                       _compile_fix() + "; mount tracefs")
     try:
-        return _load_program(bpf_cls, attach_cls, b, TRACEPOINT_CHECK)
+        loaded = []
+        for check in TRACEPOINT_CHECKS:
+            r = _load_program(bpf_cls, attach_cls, b, check)
+            if not r.ok:
+                return r
+            loaded.append(check[3][0][0])
+        return _result("prog tracepoint", True, "loaded " + ", ".join(loaded))
     finally:
         b.cleanup()
 

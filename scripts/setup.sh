@@ -13,7 +13,7 @@ MODDIR="/lib/modules/$KVER"
 BCC_DIST="/usr/lib/python3/dist-packages/bcc"
 STAMP="$VENV/.otelpeers-setup-stamp"
 PACKAGES=(python3-bpfcc python3-venv iproute2 iputils-ping curl dnsmasq-base bind9-dnsutils
-          iperf3 bpftool procps)
+          iperf3 bpftool procps gcc libc6-dev graphviz)
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }

@@ -168,9 +168,13 @@ def test_tracefs_without_the_tracepoint(tmp_path: Path) -> None:
     assert not r.ok and "sock:inet_sock_set_state" in r.detail
 
 
-def test_tracefs_with_the_tracepoint(tmp_path: Path) -> None:
-    (tmp_path / "events" / "sock" / "inet_sock_set_state").mkdir(parents=True)
+def test_tracefs_with_the_tracepoints(tmp_path: Path) -> None:
+    for category, event, _arg in preflight.TRACEPOINTS:
+        (tmp_path / "events" / category / event).mkdir(parents=True)
     assert check_tracefs(tmp_path).ok
+    (tmp_path / "events" / "syscalls" / "sys_enter_openat2").rmdir()
+    r = check_tracefs(tmp_path)
+    assert not r.ok and "syscalls:sys_enter_openat2" in r.detail
 
 
 # ---- bpf() syscall probe ------------------------------------------------------------------
