@@ -89,7 +89,7 @@ struct op_event {
 };
 
 /* A DNS packet: header, then OP_DNS_PAYLOAD_CAP payload bytes of which payload_len are valid.
- * The header is 112 bytes. Only packets to or from the configured DNS ports are copied. */
+ * The header is 120 bytes. Only packets to or from the configured DNS ports are copied. */
 #define OP_DNS_PAYLOAD_CAP 1024 /* capture_dns masks with CAP - 1: keep a power of two */
 _Static_assert(OP_DNS_PAYLOAD_CAP == 1024, "capture_dns masks lengths with 1023");
 
@@ -108,6 +108,8 @@ struct op_dns_event {
     __u16 lport;
     __u16 rport;
     __u32 wire_len;    /* transport payload length before the cut */
+    __u32 tcp_seq;     /* TCP: sequence number of the payload's first byte (reassembly) */
+    __u32 _pad1;
     __u8 laddr[OP_ADDR_LEN];
     __u8 raddr[OP_ADDR_LEN];
     __u8 payload[OP_DNS_PAYLOAD_CAP];

@@ -384,6 +384,7 @@ struct op_l3 {
     __u16 sport; /* host order */
     __u16 dport;
     __u16 hdr_len; /* IP + transport header bytes */
+    __u32 tcp_seq; /* host order */
     __u8 saddr[OP_ADDR_LEN];
     __u8 daddr[OP_ADDR_LEN];
 };
@@ -420,6 +421,7 @@ static __always_inline int parse_l3(struct __sk_buff *skb, struct op_l3 *p)
         p->sport = bpf_ntohs(th.source);
         p->dport = bpf_ntohs(th.dest);
         p->hdr_len = l4off + th.doff * 4;
+        p->tcp_seq = bpf_ntohl(th.seq);
     } else if (p->protocol == IPPROTO_UDP) {
         struct udphdr uh;
         if (bpf_skb_load_bytes(skb, l4off, &uh, sizeof(uh)) < 0)
@@ -467,6 +469,8 @@ static __always_inline void capture_dns(struct __sk_buff *skb, struct op_l3 *p, 
     e->flags = s ? (s->flags & (OP_F_OWNER | OP_F_OWNER_JOINED)) : 0;
     e->_pad0 = 0;
     e->wire_len = len;
+    e->tcp_seq = p->protocol == IPPROTO_TCP ? p->tcp_seq : 0;
+    e->_pad1 = 0;
     if (egress) {
         __builtin_memcpy(e->laddr, p->saddr, OP_ADDR_LEN);
         __builtin_memcpy(e->raddr, p->daddr, OP_ADDR_LEN);

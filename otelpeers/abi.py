@@ -102,7 +102,7 @@ class CEvent(ctypes.Structure):
 
 
 DNS_PAYLOAD_CAP = 1024
-DNS_HEADER_SIZE = 112
+DNS_HEADER_SIZE = 120
 DNS_EVENT_SIZE = DNS_HEADER_SIZE + DNS_PAYLOAD_CAP
 
 
@@ -124,6 +124,8 @@ class CDnsEvent(ctypes.Structure):
         ("lport", ctypes.c_uint16),
         ("rport", ctypes.c_uint16),
         ("wire_len", ctypes.c_uint32),
+        ("tcp_seq", ctypes.c_uint32),
+        ("_pad1", ctypes.c_uint32),
         ("laddr", ctypes.c_uint8 * ADDR_LEN),
         ("raddr", ctypes.c_uint8 * ADDR_LEN),
         ("payload", ctypes.c_uint8 * DNS_PAYLOAD_CAP),

@@ -213,6 +213,7 @@ class DnsPacketEvent:
     wire_len: int
     owner: Owner | None = None
     netns_cookie: int = 0
+    tcp_seq: int | None = None  # TCP: sequence number of the payload's first byte
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,4 +296,5 @@ def decode_dns_event(data: bytes, clock_offset_ns: int) -> DnsPacketEvent:
         wire_len=c.wire_len,
         owner=owner,
         netns_cookie=c.netns_cookie,
+        tcp_seq=c.tcp_seq if c.protocol == socket.IPPROTO_TCP else None,
     )

@@ -64,6 +64,7 @@ def event_to_json(ev: Event) -> dict[str, Any]:
             "peer_addr": ev.peer_addr, "peer_port": ev.peer_port,
             "payload": base64.b64encode(ev.payload).decode("ascii"), "wire_len": ev.wire_len,
             "owner": _owner_to_json(ev.owner), "netns_cookie": ev.netns_cookie,
+            "tcp_seq": ev.tcp_seq,
         }
     d: dict[str, Any] = {
         "kind": ev.kind.name, "time_ns": ev.time_ns, "cookie": ev.cookie,
@@ -131,8 +132,11 @@ def event_from_json(d: Any) -> Event:
     }
     if kind == "DNS":
         payload = base64.b64decode(_str(d, "payload", 4096), validate=True)
+        seq = d.get("tcp_seq")
+        if seq is not None:
+            seq = _int(d, "tcp_seq", hi=2**32 - 1)
         return DnsPacketEvent(payload=payload, wire_len=_int(d, "wire_len", hi=2**32 - 1),
-                              **common)
+                              tcp_seq=seq, **common)
     counters = d["counters"]
     if not isinstance(counters, list) or len(counters) != 6 or not all(
             isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counters):

@@ -5,8 +5,9 @@ may hold part of a message or several messages. The kernel copy can be cut short
 (wire_len > len(payload)): the lost bytes form a hole. A hole inside a message yields that
 message's head as a cut message (the parser salvages the header and question); a hole that
 swallows a length prefix leaves no way to find the next boundary, so the stream is given up
-(counted) until the socket is closed. Segments carry no sequence numbers here, so a
-retransmitted or reordered segment corrupts its stream; see docs/dns.md.
+(counted) until the socket is closed. With sequence numbers (the kernel copies them), a
+retransmitted segment's bytes already seen are dropped, and a gap (a segment lost to the
+capture, or reordered) is a hole like a cut copy.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class _Stream:
     need: int = -1  # length of the message being read; -1 while reading a prefix
     skip: int = 0  # bytes still to discard: the rest of a message whose middle was lost
     lost: bool = False  # boundaries unknown: ignore the stream from here on
+    next_seq: int | None = None  # sequence number of the next byte expected
 
 
 class TcpReassembler:
@@ -42,8 +44,10 @@ class TcpReassembler:
         self._counts: Counter[str] = Counter()
 
     def feed(self, cookie: int, direction: int, payload: bytes,
-             wire_len: int | None = None) -> list[TcpMessage]:
-        """Add one segment's payload; return the messages it completed, in order."""
+             wire_len: int | None = None, seq: int | None = None) -> list[TcpMessage]:
+        """Add one segment's payload; return the messages it completed, in order.
+
+        seq: the TCP sequence number of payload[0], when known."""
         key = (cookie, direction)
         st = self._streams.get(key)
         if st is None:
@@ -58,8 +62,28 @@ class TcpReassembler:
             self._counts["segments_ignored"] += 1
             return []
         out: list[TcpMessage] = []
-        self._consume(st, memoryview(payload), out)
-        missing = (wire_len - len(payload)) if wire_len is not None else 0
+        full = wire_len if wire_len is not None else len(payload)
+        data = memoryview(payload)
+        if seq is not None:
+            if st.next_seq is not None:
+                delta = (seq - st.next_seq + 2**31) % 2**32 - 2**31  # wrap-safe difference
+                if delta < 0:  # a retransmission: drop what was already consumed
+                    if -delta >= full:
+                        self._counts["retransmits"] += 1
+                        return []
+                    self._counts["overlaps_trimmed"] += 1
+                    data, full = data[-delta:], full + delta
+                    seq = st.next_seq
+                elif delta > 0:  # bytes never seen: a hole before this segment
+                    self._counts["gaps"] += 1
+                    self._hole(st, delta, out)
+                    if st.lost:
+                        self._counts["messages"] += len(out)
+                        return out
+            st.next_seq = (seq + full) % 2**32
+            wire_len = full
+        self._consume(st, data, out)
+        missing = (wire_len - len(data)) if wire_len is not None else 0
         if missing > 0:
             self._hole(st, missing, out)
         self._counts["messages"] += len(out)

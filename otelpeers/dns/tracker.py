@@ -36,7 +36,7 @@ class DnsTracker:
         if ev.protocol == socket.IPPROTO_TCP:
             pieces = [(m.payload, m.wire_len)
                       for m in self.tcp.feed(ev.cookie, int(ev.direction), ev.payload,
-                                             ev.wire_len)]
+                                             ev.wire_len, seq=ev.tcp_seq)]
         elif ev.protocol == socket.IPPROTO_UDP:
             pieces = [(ev.payload, ev.wire_len)]
         else:

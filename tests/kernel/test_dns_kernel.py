@@ -118,3 +118,13 @@ def test_direct_ip_connection_is_marked_unresolved(agent: Agent, ns: NetNs) -> N
                    capture_output=True)
     f = agent.wait_flow(lambda r: r.owner is not None and r.owner.comm == "curl")
     assert f.dns is not None and not f.dns.resolved
+
+
+def test_dns_over_tcp(agent: Agent, dns_host: DnsHost) -> None:
+    p = subprocess.Popen(["dig", "+tcp", "+tries=1", "+time=5", f"@{dns_host.ns.ns_ip}",
+                          "www.otp.test", "AAAA"], stdout=subprocess.PIPE, text=True)
+    out, _ = p.communicate(timeout=30)
+    assert dns_host.ns.ns_ip6 in out
+    t = agent.wait_txn(lambda t: t.protocol == "tcp" and t.question_name == "www.otp.test")
+    assert t.qtype == "AAAA" and t.addresses == (dns_host.ns.ns_ip6,)
+    assert list(t.cname_chain) == CHAIN and t.owner is not None and t.owner.tgid == p.pid

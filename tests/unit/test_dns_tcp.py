@@ -111,3 +111,26 @@ def test_tracker_over_tcp() -> None:
     (txn,) = t.handle(packet(resp[20:], time_ns=T0 + 2000, tcp=True, outbound=False))
     assert txn.protocol == "tcp" and txn.addresses == ("2001:db8::31",)
     assert txn.start_ns == T0 + 10  # the query counts from its last byte's segment
+
+
+def test_retransmitted_segment_is_dropped_with_sequence_numbers() -> None:
+    msg = b"\x12\x34" + bytes(20)
+    framed = len(msg).to_bytes(2, "big") + msg
+    r = TcpReassembler()
+    seq = 1000
+    assert r.feed(1, 1, framed[:10], seq=seq) == []
+    assert r.feed(1, 1, framed[:10], seq=seq) == []  # retransmitted whole: ignored
+    out = r.feed(1, 1, framed[5:], seq=seq + 5)  # overlaps 5 bytes already consumed
+    assert [m.payload for m in out] == [msg]
+    assert r.stats["retransmits"] == 1 and r.stats["overlaps_trimmed"] == 1
+
+
+def test_sequence_gap_is_a_hole_and_wraps_around() -> None:
+    msg = b"\xab\xcd" + bytes(30)
+    framed = len(msg).to_bytes(2, "big") + msg
+    r = TcpReassembler()
+    seq = 2**32 - 4  # the stream wraps inside the message
+    r.feed(2, 1, framed[:8], seq=seq)
+    out = r.feed(2, 1, framed[12:], seq=(seq + 12) % 2**32)  # bytes 8..11 never seen
+    assert len(out) == 1 and out[0].wire_len == len(msg) and len(out[0].payload) < len(msg)
+    assert r.stats["gaps"] == 1
