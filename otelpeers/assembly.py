@@ -20,6 +20,8 @@ from otelpeers.process.stage import ProcessStage
 
 log = logging.getLogger(__name__)
 
+SOURCE_COUNTERS = ("source.records", "source.decode_errors", "source.kernel_drops")
+
 
 class _Fanout:
     """Calls several listeners; one failing listener never stops the others."""
@@ -113,6 +115,9 @@ def assemble(config: Config, *, live_host: bool, export: bool = True,
         txn_listeners.listeners.append(agent.graph.on_transaction)
         process.listeners.append(agent.graph.on_process_event)
         agent.counters.append(lambda: _prefixed("graph", agent.graph.graph.stats))
+    # The live source adds its counters when it starts (run_live), after the metric
+    # instruments are made from the names known here: name them now, at zero.
+    agent.counters.append(lambda: dict.fromkeys(SOURCE_COUNTERS, 0))
     agent.counters.append(lambda: _prefixed("flows", vars(agent.pipeline.flows.stats)))
     agent.counters.append(lambda: _prefixed("process", process.stats))
     agent.counters.append(lambda: dns.stats)
