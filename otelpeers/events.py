@@ -74,8 +74,7 @@ class Counters:
 
     def merged_max(self, other: Counters) -> Counters:
         """Counters are cumulative: the larger reading of each field is the newer one."""
-        pairs = zip(self.as_tuple(), other.as_tuple(), strict=True)
-        return Counters(*(max(a, b) for a, b in pairs))
+        return Counters(*map(max, self.as_tuple(), other.as_tuple()))
 
     def as_tuple(self) -> tuple[int, int, int, int, int, int]:
         return (self.packets_out, self.bytes_out, self.payload_out,

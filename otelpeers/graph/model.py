@@ -34,6 +34,9 @@ DEFAULT_PAIR_WAIT_NS = 300 * 10**9
 AttrValue = str | int | bool | None
 
 
+DESCRIBE_EVERY_NS = 10 * 10**9
+
+
 class NodeKind(enum.StrEnum):
     PROCESS = "process"
     BINARY = "binary"
@@ -159,6 +162,10 @@ class RelationshipGraph:
         self._edges: OrderedDict[EdgeKey, _Edge] = OrderedDict()
         self._adj: dict[str, set[EdgeKey]] = {}  # node id -> keys of its edges
         self._proc_by_tgid: dict[int, tuple[str, str]] = {}  # tgid -> (node id, comm)
+        # Process node -> (what described it, event time): a process's binary, user,
+        # container and ancestry edges are refreshed at most every DESCRIBE_EVERY_NS, not for
+        # every flow it makes (they say nothing per flow, and cost most of add_flow).
+        self._described: dict[str, tuple[object, int]] = {}
         # One end of a connection between two local processes, waiting for the other end.
         self._pending: OrderedDict[str, tuple[FlowRecord, ProcessInfo | None]] = OrderedDict()
         self._seq = 0
@@ -394,15 +401,29 @@ class RelationshipGraph:
     def _process(self, tgid: int, comm: str, uid: int, info: ProcessInfo | None,
                  t0: int, t1: int) -> str:
         proc = self._process_node(tgid, comm, info, t0, t1)
+        what = (info.exe_path, info.uid, info.container_id) if info is not None else comm
+        seen = self._described.get(proc)
+        if (seen is not None and seen[0] == what and t1 - seen[1] < DESCRIBE_EVERY_NS
+                and all(n in self._nodes for n in seen[2])):
+            # Recently described: keep its binary and user fresh, skip the ancestry walk.
+            for kind, nid in zip((EdgeKind.EXECUTED, EdgeKind.RUNS_AS), seen[2], strict=False):
+                self._touch(nid, t0, t1)
+                self._edge(kind, proc, nid, t0, t1)
+            return proc
         exe = (info.exe_path if info is not None and info.exe_path else None) or comm
         binary = self._node(NodeKind.BINARY, exe, t0, t1)
         self._edge(EdgeKind.EXECUTED, proc, binary, t0, t1)
+        direct = [binary]
         if info is not None and info.uid is not None:
             uid = info.uid
         if uid >= 0:
             user = self._node(NodeKind.USER, str(uid), t0, t1,
                               label=info.real_user_name if info is not None else None)
             self._edge(EdgeKind.RUNS_AS, proc, user, t0, t1)
+            direct.append(user)
+        if len(self._described) >= self.max_nodes:
+            self._described.clear()  # bounded; entries are only a shortcut
+        self._described[proc] = (what, t1, tuple(direct))
         if info is None:
             return proc
         if info.container_id:

@@ -168,6 +168,7 @@ class ProcessTable:
             if tgid in self._cache:
                 self._exited[tgid] = now_ns
                 self._exited.move_to_end(tgid)
+                self._checked.pop(tgid, None)  # the next lookup re-checks (pid reuse)
 
     def expire(self, now_ns: int) -> int:
         """Evict processes that exited more than exited_grace_s ago; returns how many."""
@@ -244,7 +245,10 @@ class ProcessTable:
         hint_differs = start_hint_ns is not None and not self._start_matches(info, start_hint_ns)
         since = self._clock() - self._checked.get(tgid, float("-inf"))
         exited = tgid in self._exited
-        if not (hint_differs or exited or since >= REVALIDATE_S
+        # An exited entry is re-checked (pid reuse) on the first lookup after the exit, then
+        # at most every COMM_RECHECK_S: a busy server's exited parent is looked up for every
+        # connection its listener accepted.
+        if not (hint_differs or (exited and since >= COMM_RECHECK_S) or since >= REVALIDATE_S
                 or (comm_hint is not None and comm_hint != info.comm
                     and since >= COMM_RECHECK_S)):
             return info
@@ -252,6 +256,7 @@ class ProcessTable:
         if st is None:
             # Gone: the cached entry is the best there is, unless the caller asks about
             # another process instance with that pid.
+            self._checked[tgid] = self._clock()
             return None if hint_differs else info
         if st.start_ticks != info.start_time_ticks:
             self._stats["reused"] += 1
