@@ -130,11 +130,14 @@ struct op_proc_event {
     __u32 gid;
     char comm[OP_COMM_LEN];
     __s32 open_flags; /* FILE_OPEN */
-    __u32 _pad0;
+    __u32 match;      /* FILE_OPEN: OP_OPEN_SENSITIVE and/or OP_OPEN_NETWORKED */
     __u8 type;        /* OP_EV_EXEC .. OP_EV_FILE_OPEN, at offset 64 */
     __u8 _pad1[7];
     char path[OP_PATH_LEN]; /* EXEC: the binary; FILE_OPEN: the path as passed to openat */
 };
+
+#define OP_OPEN_SENSITIVE 0x1 /* the path matched a sensitive prefix or basename */
+#define OP_OPEN_NETWORKED 0x2 /* the opener has used the network (optional mode) */
 
 /* Sensitive-path filter, filled by the loader from config: a longest-prefix trie of path
  * prefixes and a set of basenames. */

@@ -22,7 +22,7 @@ static __always_inline struct op_proc_event *reserve_proc(__u8 type)
         count_drop(type);
         return 0;
     }
-    __builtin_memset(e, 0, sizeof(*e) - OP_PATH_LEN);
+    __builtin_memset(e, 0, sizeof(*e) - OP_PATH_LEN); /* match is zeroed here too */
     e->path[0] = 0;
     e->type = type;
     e->ts_ns = bpf_ktime_get_ns();
@@ -64,6 +64,10 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     if ((__u32)pid_tgid != (pid_tgid >> 32))
         return 0; /* a thread ended, not the process */
+#if OP_NETWORKED_OPENS
+    __u32 tgid = pid_tgid >> 32;
+    networked.delete(&tgid);
+#endif
     struct op_proc_event *e = reserve_proc(OP_EV_EXIT);
     if (e)
         events.ringbuf_submit(e, 0);
@@ -112,12 +116,19 @@ static __always_inline int on_open(const char *filename, int flags)
         s->base.name[OP_BASENAME_LEN - 1] = 0;
         hit = sensitive_basenames.lookup(&s->base) != 0;
     }
-    if (!hit)
+    __u32 match = hit ? OP_OPEN_SENSITIVE : 0;
+#if OP_NETWORKED_OPENS
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (networked.lookup(&tgid))
+        match |= OP_OPEN_NETWORKED;
+#endif
+    if (!match)
         return 0;
     struct op_proc_event *e = reserve_proc(OP_EV_FILE_OPEN);
     if (!e)
         return 0;
     e->open_flags = flags;
+    e->match = match;
     __builtin_memcpy(e->path, s->path, OP_PATH_LEN);
     events.ringbuf_submit(e, 0);
     return 0;

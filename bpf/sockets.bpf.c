@@ -85,6 +85,13 @@ BPF_TABLE("lru_hash", __u64, struct op_sock, sockets, OP_MAX_SOCKETS);
 BPF_TABLE("lru_hash", struct op_peer_key, struct op_counters, peers, OP_MAX_PEERS);
 BPF_TABLE("lru_hash", struct op_listener_key, struct op_listener, listeners, OP_MAX_LISTENERS);
 BPF_PERCPU_ARRAY(drops, __u64, OP_DROP_SLOTS);
+#ifndef OP_NETWORKED_OPENS
+#define OP_NETWORKED_OPENS 0
+#endif
+#if OP_NETWORKED_OPENS
+/* Processes that used the network, for process.file_opens_of_networked_processes. */
+BPF_TABLE("lru_hash", __u32, __u8, networked, OP_MAX_SOCKETS);
+#endif
 BPF_RINGBUF_OUTPUT(events, OP_RINGBUF_PAGES);
 
 static __always_inline void count_drop(__u32 slot)
@@ -135,6 +142,13 @@ static __always_inline struct op_sock *own_socket(__u64 cookie, __u64 netns_cook
     s->flags = (s->flags | OP_F_OWNER) & ~OP_F_OWNER_JOINED;
     if (netns_cookie)
         s->netns_cookie = netns_cookie;
+#if OP_NETWORKED_OPENS
+    __u32 tgid = s->owner.tgid;
+    if (!networked.lookup(&tgid)) {
+        __u8 one = 1;
+        networked.update(&tgid, &one);
+    }
+#endif
     return s;
 }
 

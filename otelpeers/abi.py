@@ -133,6 +133,8 @@ class CDnsEvent(ctypes.Structure):
 
 
 PATH_LEN = 256
+OPEN_SENSITIVE = 0x1
+OPEN_NETWORKED = 0x2
 PROC_EVENT_SIZE = 328
 PREFIX_LEN = 64
 BASENAME_LEN = 32
@@ -152,7 +154,7 @@ class CProcEvent(ctypes.Structure):
         ("gid", ctypes.c_uint32),
         ("comm", ctypes.c_char * COMM_LEN),
         ("open_flags", ctypes.c_int32),
-        ("_pad0", ctypes.c_uint32),
+        ("match", ctypes.c_uint32),
         ("type", ctypes.c_uint8),
         ("_pad1", ctypes.c_uint8 * 7),
         ("path", ctypes.c_char * PATH_LEN),

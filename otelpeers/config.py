@@ -102,6 +102,9 @@ class ProcessConfig:
         "kubeconfig", ".bash_history",
     )
     max_file_events_per_process: int = 32  # recent sensitive opens kept per process
+    # Also report every open by a process that has used the network (graph edges only;
+    # can be a lot of events on a busy host).
+    file_opens_of_networked_processes: bool = False
 
 
 @dataclass(frozen=True)

@@ -231,6 +231,7 @@ class ProcessEvent:
     child_pid: int = 0  # FORK: the new task
     path: str = ""  # EXEC: binary; FILE_OPEN: the path as the process passed it
     open_flags: int = 0
+    sensitive: bool = True  # FILE_OPEN: matched a sensitive pattern (else: networked mode)
 
 
 Event = SocketEvent | DnsPacketEvent | ProcessEvent
@@ -265,7 +266,7 @@ def decode_process_event(data: bytes, clock_offset_ns: int) -> ProcessEvent:
         kind=Kind(c.type), time_ns=c.ts_ns + clock_offset_ns, tgid=c.tgid, pid=c.pid,
         uid=c.uid, gid=c.gid, cgroup_id=c.cgroup_id, comm=decode_comm(bytes(c.comm)),
         ppid=c.ppid, child_pid=c.child_pid, path=decode_path(bytes(c.path)),
-        open_flags=c.open_flags)
+        open_flags=c.open_flags, sensitive=bool(c.match & abi.OPEN_SENSITIVE))
 
 
 def decode_dns_event(data: bytes, clock_offset_ns: int) -> DnsPacketEvent:

@@ -54,7 +54,7 @@ def event_to_json(ev: Event) -> dict[str, Any]:
             "kind": ev.kind.name, "time_ns": ev.time_ns, "tgid": ev.tgid, "pid": ev.pid,
             "uid": ev.uid, "gid": ev.gid, "cgroup_id": ev.cgroup_id, "comm": ev.comm,
             "ppid": ev.ppid, "child_pid": ev.child_pid, "path": ev.path,
-            "open_flags": ev.open_flags,
+            "open_flags": ev.open_flags, "sensitive": ev.sensitive,
         }
     if isinstance(ev, DnsPacketEvent):
         return {
@@ -118,7 +118,8 @@ def event_from_json(d: Any) -> Event:
             pid=_int(d, "pid", hi=u32), uid=_int(d, "uid", hi=u32), gid=_int(d, "gid", hi=u32),
             cgroup_id=_int(d, "cgroup_id"), comm=_str(d, "comm", 16),
             ppid=_int(d, "ppid", hi=u32), child_pid=_int(d, "child_pid", hi=u32),
-            path=_str(d, "path", 1024), open_flags=_int(d, "open_flags", lo=-(2**31), hi=u32))
+            path=_str(d, "path", 1024), open_flags=_int(d, "open_flags", lo=-(2**31), hi=u32),
+            sensitive=bool(d.get("sensitive", True)))
     direction = Direction[_str(d, "direction", 16)]
     family = _int(d, "family", hi=255)
     if family not in (socket.AF_INET, socket.AF_INET6):

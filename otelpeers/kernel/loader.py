@@ -69,6 +69,7 @@ def cflags_for(config: Config) -> list[str]:
         f"-DOP_MAX_PEERS={k.max_peers}",
         f"-DOP_MAX_LISTENERS={k.max_listeners}",
         f"-DOP_DNS_MAX_PAYLOAD={d.max_payload}",
+        f"-DOP_NETWORKED_OPENS={int(config.process.file_opens_of_networked_processes)}",
     ]
     ports = list(d.ports)[:4] + [0] * (4 - min(len(d.ports), 4))
     flags += [f"-DOP_DNS_PORT{i}={p}" for i, p in enumerate(ports)]

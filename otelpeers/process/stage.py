@@ -33,6 +33,8 @@ class ProcessStage:
             fn(ev)
         if ev.kind == Kind.FILE_OPEN:
             self.stats["file_open"] += 1
+            if not ev.sensitive:  # networked-process mode: for the graph, not for spans
+                return
             q = self._files.get(ev.tgid)
             if q is None:
                 q = self._files[ev.tgid] = deque(maxlen=self._per_process)

@@ -101,3 +101,32 @@ def test_process_in_a_docker_style_cgroup(agent: Agent, ns: NetNs) -> None:
         server.kill()
         scope.rmdir()
         parent.rmdir()
+
+
+def test_opens_of_networked_processes_mode(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from otelpeers.config import Config
+
+    cfg = Config()
+    cfg = replace(cfg, process=replace(cfg.process, file_opens_of_networked_processes=True))
+    plain = tmp_path / "notes.txt"
+    plain.write_text("x")
+    a = Agent(cfg)
+    try:
+        # Opens the file, then uses the network, then opens it again: only the second counts.
+        code = ("import socket, sys; open(sys.argv[1]).read(); "
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                "s.sendto(b'x', ('127.0.0.1', 9)); open(sys.argv[1]).read()")
+        p = subprocess.Popen([sys.executable, "-c", code, str(plain)])
+        assert p.wait(30) == 0
+        ev = a.wait_event(lambda e: isinstance(e, ProcessEvent) and e.kind == Kind.FILE_OPEN
+                          and e.path == str(plain) and e.tgid == p.pid)
+        assert not ev.sensitive
+        a.wait_event(lambda e: isinstance(e, ProcessEvent) and e.kind == Kind.EXIT
+                     and e.tgid == p.pid)
+        opens = [e for e in a.events if isinstance(e, ProcessEvent)
+                 and e.kind == Kind.FILE_OPEN and e.path == str(plain)]
+        assert len(opens) == 1
+    finally:
+        a.stop()
