@@ -141,6 +141,10 @@ class Config:
         e = self.export
         _check(e.otlp.protocol in ("grpc", "http/protobuf"), "export.otlp.protocol",
                f"must be 'grpc' or 'http/protobuf', got {e.otlp.protocol!r}")
+        ep = e.otlp.endpoint
+        _check(ep is None or (ep.startswith(("http://", "https://")) and len(ep) > 8),
+               "export.otlp.endpoint", f"must be an http:// or https:// URL such as "
+               f"http://127.0.0.1:4317, got {ep!r}")
         _check(e.max_queue_size >= 1, "export.max_queue_size", "must be >= 1")
         _check(1 <= e.max_export_batch_size <= e.max_queue_size, "export.max_export_batch_size",
                "must be between 1 and export.max_queue_size")

@@ -174,3 +174,12 @@ def test_directory_instead_of_file_is_an_error(tmp_path: Path) -> None:
     # Unreadable as a file even for root, so this runs under `sudo make test` too.
     with pytest.raises(ConfigError, match="cannot read " + re.escape(str(tmp_path))):
         load_config(tmp_path)
+
+
+def test_otlp_endpoint_must_be_a_url() -> None:
+    from otelpeers.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="export.otlp.endpoint must be an http"):
+        parse_config({"export": {"otlp": {"endpoint": "collector:4317"}}})
+    ok = parse_config({"export": {"otlp": {"endpoint": "https://collector:4317"}}})
+    assert ok.export.otlp.endpoint == "https://collector:4317"
