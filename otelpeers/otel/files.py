@@ -8,44 +8,20 @@ receiver. Total disk use is at most max_files * max_file_bytes.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from google.protobuf import json_format
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otelpeers.otel.wire import encode_request
+from otelpeers.otel.otlpjson import request_json
 
 _log = logging.getLogger(__name__)
 
 FILE_PREFIX = "otelpeers-traces"
-_ID_KEYS = ("traceId", "spanId", "parentSpanId")
-
-
-def _hex_ids(obj: dict) -> None:
-    """protobuf JSON writes bytes as base64; OTLP/JSON wants ids as lowercase hex."""
-    for key in _ID_KEYS:
-        if key in obj:
-            obj[key] = base64.b64decode(obj[key]).hex()
-
-
-def request_json(spans: Sequence[ReadableSpan]) -> str:
-    """One OTLP/JSON line for these spans (no newline)."""
-    msg = json_format.MessageToDict(encode_request(spans), use_integers_for_enums=True)
-    for rs in msg.get("resourceSpans", ()):
-        for ss in rs.get("scopeSpans", ()):
-            for span in ss.get("spans", ()):
-                _hex_ids(span)
-                for link in span.get("links", ()):
-                    _hex_ids(link)
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
-
 
 class RotatingJsonLinesSpanExporter(SpanExporter):
     """Appends to <directory>/otelpeers-traces.jsonl; rotates to .1.jsonl ... when full."""

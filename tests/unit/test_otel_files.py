@@ -93,3 +93,51 @@ def test_unwritable_directory_is_a_counted_failure(tmp_path):
     exp.export_flows(list(many(3)))
     exp.shutdown()
     assert exp.stats["spans_failed"] == 3
+
+
+def test_direct_otlp_json_equals_the_protobuf_route() -> None:
+    """otlpjson writes what protobuf's JSON mapping writes, for every span the agent makes."""
+    import json
+    from dataclasses import replace
+
+    from google.protobuf import json_format
+
+    from otelpeers.dns.spans import DnsSpanMapper
+    from otelpeers.dns.synth import packet, query_wire, response_wire
+    from otelpeers.dns.tracker import DnsTracker
+    from otelpeers.flows import DnsAnnotation, FileAccess
+    from otelpeers.otel import otlpjson
+    from otelpeers.otel.ids import FlowIds
+    from otelpeers.otel.mapping import SpanMapper
+    from otelpeers.otel.resources import ResourceCache, detect_host_resource
+    from otelpeers.otel.synthetic import flow, local_pair, many
+    from otelpeers.otel.wire import encode_request
+
+    mapper = SpanMapper(FlowIds(b"k" * 16))
+    resources = ResourceCache(detect_host_resource(), None, 100)
+    records = [*many(40), *local_pair(),
+               replace(flow("ab"), dns=DnsAnnotation(True, "a.example", ("a.example", "b.x"),
+                                                     "host", "t1", 5, 6),
+                       files=(FileAccess(3, "/etc/shadow", 0),))]
+    spans = [mapper.to_span(r, resources.get(r.owner)) for r in records]
+    tracker = DnsTracker()
+    txns = []
+    for name, answers, rcode in [("x.example", ["192.0.2.1"], "NOERROR"),
+                                 ("nx.example", [], "NXDOMAIN")]:
+        q = query_wire(name, msg_id=len(txns) + 1)
+        r = response_wire(name, msg_id=len(txns) + 1, addresses=answers, rcode=rcode)
+        tracker.handle(packet(q, time_ns=1, cookie=len(txns) + 9))
+        txns += tracker.handle(packet(r, time_ns=2, cookie=len(txns) + 9, outbound=False))
+    assert len(txns) == 2
+    spans += [DnsSpanMapper("b").span_for(t, None, "up") for t in txns]
+    expected = json_format.MessageToDict(encode_request(spans), use_integers_for_enums=True)
+    for rs in expected["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for sp in ss["spans"]:
+                for obj in (sp, *sp.get("links", ())):
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in obj:
+                            import base64
+
+                            obj[key] = base64.b64decode(obj[key]).hex()
+    assert json.loads(otlpjson.request_json(spans)) == expected
