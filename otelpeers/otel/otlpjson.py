@@ -65,29 +65,29 @@ def _flags(remote: bool) -> str:
 
 def _span(s: ReadableSpan) -> str:
     ctx = s.context
-    out = ['{"traceId":"%032x","spanId":"%016x"' % (ctx.trace_id, ctx.span_id)]
+    out = [f'{{"traceId":"{ctx.trace_id:032x}","spanId":"{ctx.span_id:016x}"']
     if ctx.trace_state:
         out.append(',"traceState":' + _q(ctx.trace_state.to_header()))
     if s.parent is not None:
-        out.append(',"parentSpanId":"%016x"' % s.parent.span_id)
+        out.append(f',"parentSpanId":"{s.parent.span_id:016x}"')
     if s.name:
         out.append(',"name":' + _q(s.name))
     kind = _KIND.get(s.kind, 0)
     if kind:
-        out.append(',"kind":%d' % kind)
+        out.append(f',"kind":{kind}')
     if s.start_time:
-        out.append(',"startTimeUnixNano":"%d"' % s.start_time)
+        out.append(f',"startTimeUnixNano":"{s.start_time}"')
     if s.end_time:
-        out.append(',"endTimeUnixNano":"%d"' % s.end_time)
+        out.append(f',"endTimeUnixNano":"{s.end_time}"')
     out.append(_attributes(s.attributes))
     if s.dropped_attributes:
-        out.append(',"droppedAttributesCount":%d' % s.dropped_attributes)
+        out.append(f',"droppedAttributesCount":{s.dropped_attributes}')
     if s.events:
         events = []
         for ev in s.events:
             e = []
             if ev.timestamp:
-                e.append('"timeUnixNano":"%d"' % ev.timestamp)
+                e.append(f'"timeUnixNano":"{ev.timestamp}"')
             if ev.name:
                 e.append('"name":' + _q(ev.name))
             attrs = _attributes(ev.attributes)
@@ -96,24 +96,24 @@ def _span(s: ReadableSpan) -> str:
             events.append("{" + ",".join(e) + "}")
         out.append(',"events":[' + ",".join(events) + "]")
     if s.dropped_events:
-        out.append(',"droppedEventsCount":%d' % s.dropped_events)
+        out.append(f',"droppedEventsCount":{s.dropped_events}')
     if s.links:
         links = []
         for link in s.links:
             lc = link.context
-            entry = '{"traceId":"%032x","spanId":"%016x"' % (lc.trace_id, lc.span_id)
+            entry = f'{{"traceId":"{lc.trace_id:032x}","spanId":"{lc.span_id:016x}"'
             if lc.trace_state:
                 entry += ',"traceState":' + _q(lc.trace_state.to_header())
             links.append(entry + _attributes(link.attributes) + ',"flags":'
                          + _flags(lc.is_remote) + "}")
         out.append(',"links":[' + ",".join(links) + "]")
     if s.dropped_links:
-        out.append(',"droppedLinksCount":%d' % s.dropped_links)
+        out.append(f',"droppedLinksCount":{s.dropped_links}')
     status = []
     if s.status.description:
         status.append('"message":' + _q(s.status.description))
     if s.status.status_code.value:
-        status.append('"code":%d' % s.status.status_code.value)
+        status.append(f'"code":{s.status.status_code.value}')
     out.append(',"status":{' + ",".join(status) + "}")
     out.append(',"flags":' + _flags(s.parent is not None and s.parent.is_remote) + "}")
     return "".join(out)
