@@ -48,6 +48,7 @@ class Agent:
                                       on_transaction=self.transactions.append)
             self.pipeline = self.assembled.pipeline
             self.process_table = self.assembled.process_table
+            self.dns = self.pipeline.dns
             self._thread = threading.Thread(target=self._loop, name="agent", daemon=True)
             self._thread.start()
         except BaseException:

@@ -128,3 +128,42 @@ def test_dns_over_tcp(agent: Agent, dns_host: DnsHost) -> None:
     t = agent.wait_txn(lambda t: t.protocol == "tcp" and t.question_name == "www.otp.test")
     assert t.qtype == "AAAA" and t.addresses == (dns_host.ns.ns_ip6,)
     assert list(t.cname_chain) == CHAIN and t.owner is not None and t.owner.tgid == p.pid
+
+
+def test_local_stub_query_is_linked_to_the_stub_upstream_query(agent: Agent,
+                                                               dns_host: DnsHost) -> None:
+    """An application asks a local stub (dnsmasq on loopback), which asks the namespace's
+    server: the application's transaction names its connection, the stub's is linked."""
+    import shutil
+    import threading
+
+    stub_addr = "127.0.0.77"
+    stub = subprocess.Popen(
+        [shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--no-daemon", "--log-facility=-",
+         "--no-resolv", "--no-hosts", "--bind-interfaces", f"--listen-address={stub_addr}",
+         "--port=53", "--user=root", "--pid-file=", "--cache-size=0",
+         f"--server={dns_host.ns.ns_ip}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        started = threading.Event()
+
+        def watch() -> None:
+            for line in stub.stdout:
+                if "started" in line:
+                    started.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        assert started.wait(15), "stub dnsmasq did not start"
+        p = subprocess.Popen(["dig", "+tries=1", "+time=5", f"@{stub_addr}", "www.otp.test"],
+                             stdout=subprocess.PIPE, text=True)
+        out, _ = p.communicate(timeout=30)
+        assert dns_host.ns.ns_ip in out
+        app = agent.wait_txn(lambda t: t.resolver_addr == stub_addr
+                             and t.question_name == "www.otp.test")
+        upstream = agent.wait_txn(lambda t: t.resolver_addr == dns_host.ns.ns_ip
+                                  and t.owner is not None and t.owner.tgid == stub.pid)
+        assert app.owner is not None and app.owner.tgid == p.pid
+        assert agent.dns.cache.stub_upstream_of(app) == upstream.txn_id
+    finally:
+        stub.kill()
+        stub.wait()
