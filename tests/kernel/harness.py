@@ -203,21 +203,15 @@ class DnsHost:
     resolv_conf: Path
 
 
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+
+
 @contextlib.contextmanager
-def dnsmasq(ns: NetNs, tmp: Path) -> Iterator[None]:
-    upstream = peer("dns-servfail", "127.0.0.9", "5353", ns=ns)
-    upstream.ready()
-    args = ns.cmd(shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--no-daemon",
-                  "--log-facility=-", "--no-resolv", "--no-hosts", "--bind-interfaces",
-                  f"--listen-address={ns.ns_ip}", "--port=53", "--user=root",
-                  f"--pid-file={tmp / 'dnsmasq.pid'}",
-                  f"--host-record=c.otp.test,{ns.ns_ip},{ns.ns_ip6}",
-                  "--cname=b.otp.test,c.otp.test", "--cname=a.otp.test,b.otp.test",
-                  "--cname=www.otp.test,a.otp.test", "--local=/otp.test/",
-                  "--server=/fail.test/127.0.0.9#5353", "--log-queries")
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def running_dnsmasq(argv: list[str]) -> Iterator[subprocess.Popen[str]]:
+    """Start dnsmasq (argv with --no-daemon --log-facility=-) and wait for its "started"
+    line, which it logs once its socket is bound; killed on exit."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # dnsmasq logs "started" once its socket is bound: wait for that line.
         started = threading.Event()
 
         def watch() -> None:
@@ -227,10 +221,28 @@ def dnsmasq(ns: NetNs, tmp: Path) -> Iterator[None]:
 
         threading.Thread(target=watch, daemon=True).start()
         assert started.wait(15), "dnsmasq did not start"
-        yield
+        yield p
     finally:
         p.kill()
         p.wait()
+
+
+@contextlib.contextmanager
+def dnsmasq(ns: NetNs, tmp: Path) -> Iterator[None]:
+    upstream = peer("dns-servfail", "127.0.0.9", "5353", ns=ns)
+    upstream.ready()
+    args = ns.cmd(DNSMASQ, "--no-daemon",
+                  "--log-facility=-", "--no-resolv", "--no-hosts", "--bind-interfaces",
+                  f"--listen-address={ns.ns_ip}", "--port=53", "--user=root",
+                  f"--pid-file={tmp / 'dnsmasq.pid'}",
+                  f"--host-record=c.otp.test,{ns.ns_ip},{ns.ns_ip6}",
+                  "--cname=b.otp.test,c.otp.test", "--cname=a.otp.test,b.otp.test",
+                  "--cname=www.otp.test,a.otp.test", "--local=/otp.test/",
+                  "--server=/fail.test/127.0.0.9#5353", "--log-queries")
+    try:
+        with running_dnsmasq(args):
+            yield
+    finally:
         upstream.kill()
 
 

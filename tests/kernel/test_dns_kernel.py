@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import CHAIN, Agent, DnsHost, NetNs, dns_environment, with_resolver
+from harness import (
+    CHAIN,
+    DNSMASQ,
+    Agent,
+    DnsHost,
+    NetNs,
+    dns_environment,
+    running_dnsmasq,
+    with_resolver,
+)
 
 from otelpeers.events import Direction
 
@@ -134,26 +143,11 @@ def test_local_stub_query_is_linked_to_the_stub_upstream_query(agent: Agent,
                                                                dns_host: DnsHost) -> None:
     """An application asks a local stub (dnsmasq on loopback), which asks the namespace's
     server: the application's transaction names its connection, the stub's is linked."""
-    import shutil
-    import threading
-
     stub_addr = "127.0.0.77"
-    stub = subprocess.Popen(
-        [shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--no-daemon", "--log-facility=-",
-         "--no-resolv", "--no-hosts", "--bind-interfaces", f"--listen-address={stub_addr}",
-         "--port=53", "--user=root", "--pid-file=", "--cache-size=0",
-         f"--server={dns_host.ns.ns_ip}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        started = threading.Event()
-
-        def watch() -> None:
-            for line in stub.stdout:
-                if "started" in line:
-                    started.set()
-
-        threading.Thread(target=watch, daemon=True).start()
-        assert started.wait(15), "stub dnsmasq did not start"
+    argv = [DNSMASQ, "--no-daemon", "--log-facility=-", "--no-resolv", "--no-hosts",
+            "--bind-interfaces", f"--listen-address={stub_addr}", "--port=53", "--user=root",
+            "--pid-file=", "--cache-size=0", f"--server={dns_host.ns.ns_ip}"]
+    with running_dnsmasq(argv) as stub:
         p = subprocess.Popen(["dig", "+tries=1", "+time=5", f"@{stub_addr}", "www.otp.test"],
                              stdout=subprocess.PIPE, text=True)
         out, _ = p.communicate(timeout=30)
@@ -164,6 +158,3 @@ def test_local_stub_query_is_linked_to_the_stub_upstream_query(agent: Agent,
                                   and t.owner is not None and t.owner.tgid == stub.pid)
         assert app.owner is not None and app.owner.tgid == p.pid
         assert agent.dns.cache.stub_upstream_of(app) == upstream.txn_id
-    finally:
-        stub.kill()
-        stub.wait()

@@ -37,7 +37,9 @@ def test_tcp_across_veth_counts_bytes_both_ends(agent: Agent, ns: NetNs) -> None
     retrans_bound = c.tcp.total_retrans * 1500
     assert send <= c.counters.payload_out <= send + retrans_bound, (c.counters, c.tcp)
     assert send <= s.counters.payload_in <= send + retrans_bound, (s.counters, c.tcp)
-    assert c.counters.payload_in == reply == s.counters.payload_out or s.tcp.total_retrans
+    reply_bound = s.tcp.total_retrans * 1500
+    assert reply <= c.counters.payload_in <= reply + reply_bound, (c.counters, s.tcp)
+    assert reply <= s.counters.payload_out <= reply + reply_bound, (s.counters, s.tcp)
     # Wire bytes: payload plus 40..80 bytes of IP+TCP headers per packet.
     headers = c.counters.bytes_out - c.counters.payload_out
     assert 40 * c.counters.packets_out <= headers <= 80 * c.counters.packets_out
