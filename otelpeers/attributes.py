@@ -120,3 +120,33 @@ EVENT_SENSITIVE_FILE = "otelpeers.file.sensitive_open"  # span event: a file ope
 FILE_PATH = "file.path"
 FILE_OPEN_FLAGS = "otelpeers.file.open_flags"
 METRIC_DNS_QUERIES = "otelpeers.dns.queries"  # counter: transactions by rcode and qtype
+
+# ---- detections (log records, span events, counter) ---------------------------------------
+EVENT_DETECTION = "otelpeers.detection"  # log record event_name and span event name
+SECURITY_RULE_NAME = "security_rule.name"
+SECURITY_RULE_CATEGORY = "security_rule.category"
+SECURITY_RULE_UUID = "security_rule.uuid"
+SECURITY_RULE_RULESET = "security_rule.ruleset"
+SECURITY_RULE_VERSION = "security_rule.version"
+SECURITY_RULE_DESCRIPTION = "security_rule.description"
+SECURITY_RULE_REFERENCE = "security_rule.reference"
+DETECTION_ID = "otelpeers.detection.id"
+DETECTION_SCORE = "otelpeers.detection.score"  # 0..1
+DETECTION_SEVERITY = "otelpeers.detection.severity"  # low | medium | high | critical
+DETECTION_SUMMARY = "otelpeers.detection.summary"
+DETECTION_REPEATS = "otelpeers.detection.repeats"  # suppressed repeats since the last one
+DETECTION_ACTOR = "otelpeers.detection.actor"  # the key detectors keep state by
+DETECTION_ACTOR_KIND = "otelpeers.detection.actor.kind"  # process | address
+DETECTION_PEER_CIDR = "otelpeers.detection.peer.cidr"  # rules about many targets
+DETECTION_EVIDENCE_PREFIX = "otelpeers.detection.evidence."  # + evidence key
+SOURCE_ADDRESS = "source.address"
+SOURCE_PORT = "source.port"
+METRIC_DETECTIONS = "otelpeers.detections"  # counter: by rule and severity
+
+# ---- metrics per peer pair (docs/telemetry.md, metrics) ------------------------------------
+METRIC_FLOW_PACKETS = "otelpeers.flow.packets"  # counter, {packet}
+METRIC_FLOW_DURATION = "otelpeers.flow.duration"  # histogram, s
+METRIC_FLOW_SIZE = "otelpeers.flow.size"  # histogram, By (sent + received, per connection)
+METRIC_TCP_SRTT = "otelpeers.tcp.srtt"  # histogram, s
+METRIC_PEERS_NEW = "otelpeers.peers.new"  # counter, {peer}
+FLOW_STATE = "otelpeers.flow.state"  # opened | failed | closed

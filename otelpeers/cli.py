@@ -1,22 +1,15 @@
-"""Command line: otelpeers run | record | replay | check | graph."""
+"""Command line: argument parsing and dispatch to otelpeers.commands.*."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import logging
 import sys
-import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 from otelpeers import __version__
-from otelpeers.config import Config, ConfigError, load_config
-from otelpeers.flows import FlowRecord, flow_to_dict
-
-if TYPE_CHECKING:
-    from otelpeers.events import Event
-    from otelpeers.pipeline import Pipeline
+from otelpeers.config import ConfigError, load_config
 
 log = logging.getLogger("otelpeers")
 
@@ -30,18 +23,6 @@ EXAMPLES = """examples:
     otelpeers record --output events.jsonl --duration 30
     otelpeers replay events.jsonl --print-flows
 """
-
-
-class JsonFlowPrinter:
-    """A flow sink that prints one JSON object per completed flow."""
-
-    def __init__(self, stream=sys.stdout) -> None:  # noqa: ANN001
-        self.stream = stream
-
-    def export_flows(self, records: Sequence[FlowRecord]) -> None:
-        for r in records:
-            self.stream.write(json.dumps(flow_to_dict(r)) + "\n")
-        self.stream.flush()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="check that this host can run the agent")
     common(chk)
 
-    from otelpeers.graph.command import add_graph_arguments
+    from otelpeers.commands.graph import add_graph_arguments
 
     gra = sub.add_parser(
         "graph", help="print the peer relationship graph (live agent or a recording)",
@@ -95,7 +76,20 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     common(gra)
     add_graph_arguments(gra)
+
+    from otelpeers.commands.detect import EXAMPLES as DETECT_EXAMPLES
+    from otelpeers.commands.detect import add_detect_arguments
+
+    det = sub.add_parser(
+        "detect", help="run the detection rules over recordings or Zeek logs; score domains",
+        epilog=DETECT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(det)
+    add_detect_arguments(det)
     return p
+
+
+COMMANDS = {"run": "run", "record": "record", "replay": "replay", "check": "check",
+            "graph": "graph", "detect": "detect"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,10 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"otelpeers: {exc}", file=sys.stderr)
         return 2
-    handler = {"run": cmd_run, "record": cmd_record, "replay": cmd_replay, "check": cmd_check,
-               "graph": cmd_graph}
+    module = importlib.import_module(f"otelpeers.commands.{COMMANDS[args.command]}")
+    handler = getattr(module, f"cmd_{args.command}")
     try:
-        return handler[args.command](args, config)
+        return handler(args, config)
     except Exception as exc:
         from otelpeers.graph.server import GraphServerError
         from otelpeers.kernel.loader import SensorError
@@ -120,113 +114,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"otelpeers: {exc}", file=sys.stderr)
             return 1
         raise
-
-
-def _ready(path: str | None) -> None:
-    if path:
-        with open(path, "w") as f:
-            f.write(f"{time.time_ns()}\n")
-
-
-def cmd_check(args: argparse.Namespace, config: Config) -> int:
-    from otelpeers.preflight import main_check
-
-    return main_check(config)
-
-
-def cmd_graph(args: argparse.Namespace, config: Config) -> int:
-    from otelpeers.graph.command import run_graph
-
-    return run_graph(args, config)
-
-
-def cmd_record(args: argparse.Namespace, config: Config) -> int:
-    from otelpeers.agent import run_live
-    from otelpeers.recording import RecordingWriter
-
-    writer = RecordingWriter(args.output)
-    try:
-        result = run_live(config, None, duration_s=args.duration,
-                          on_events=lambda batch: [writer.write(ev) for ev in batch],
-                          on_tick=writer.flush,
-                          on_ready=lambda: _ready(args.ready_file))
-    finally:
-        writer.close()
-    print(f"otelpeers: recorded {writer.count} events to {args.output}; kernel drops: "
-          f"{result.source.kernel_drops or 0}, decode errors: {result.source.decode_errors}",
-          file=sys.stderr)
-    return 0
-
-
-def cmd_replay(args: argparse.Namespace, config: Config) -> int:
-    from otelpeers.assembly import assemble
-    from otelpeers.recording import ReplayStats, read_recording
-
-    agent = assemble(config, live_host=False, export=args.export,
-                     extra_sinks=[JsonFlowPrinter()] if args.print_flows else ())
-    pipeline = agent.pipeline
-    stats = ReplayStats()
-    try:
-        replay_into(pipeline, read_recording(args.file, stats))
-    finally:
-        agent.shutdown()
-    flows = pipeline.flows.stats
-    print(f"otelpeers: replayed {stats.events} events, {flows.flows_completed} flows; "
-          f"skipped {stats.malformed} malformed lines"
-          + (f" (lines {', '.join(map(str, stats.malformed_lines))})" if stats.malformed else ""),
-          file=sys.stderr)
-    return 0
-
-
-def replay_into(pipeline: Pipeline, events: Iterable[Event]) -> None:
-    """Feed recorded events in batches; the clock is the events' own time."""
-    next_tick = 0
-    batch: list[Event] = []
-    for ev in events:
-        batch.append(ev)
-        if len(batch) >= 256 or ev.time_ns >= next_tick:
-            pipeline.handle(batch)
-            batch = []
-            if ev.time_ns >= next_tick:
-                pipeline.tick(ev.time_ns)
-                next_tick = ev.time_ns + 1_000_000_000
-    pipeline.handle(batch)
-    pipeline.finish(pipeline.last_time_ns)
-
-
-def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from otelpeers.agent import run_live
-    from otelpeers.assembly import assemble
-    from otelpeers.kernel.loader import generated_source
-
-    if args.debug:
-        print(generated_source(config))
-        return 0
-    live_view = config.export.live_view and not args.no_live_view and sys.stdout.isatty()
-    agent = assemble(config, live_host=True, live_view=live_view,
-                     extra_sinks=[JsonFlowPrinter()] if args.print_flows else ())
-    server = None
-
-    def on_ready() -> None:
-        nonlocal server
-        if agent.graph is not None:  # only once the sensors are attached: root is proven
-            from otelpeers.graph import start_graph_server
-
-            server = start_graph_server(agent.graph.graph, config.graph.socket_path)
-        _ready(args.ready_file)
-
-    try:
-        result = run_live(config, agent.pipeline, duration_s=args.duration,
-                          on_tick=agent.on_tick, on_ready=on_ready, counters=agent.counters)
-    finally:
-        if server is not None:
-            server.close()
-        agent.shutdown()
-    export = agent.exporter.stats if agent.exporter is not None else {}
-    dropped = export.get("spans_dropped_queue_full", 0) + export.get("spans_dropped_shutdown", 0)
-    print(f"otelpeers: stopped after {result.events} events; "
-          f"{agent.pipeline.flows.stats.flows_completed} flows; kernel drops: "
-          f"{result.source.kernel_drops or 0}; decode errors: {result.source.decode_errors}; "
-          f"spans exported: {export.get('spans_exported', 0)}, failed: "
-          f"{export.get('spans_failed', 0)}, dropped: {dropped}", file=sys.stderr)
-    return 0

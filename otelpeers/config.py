@@ -7,6 +7,7 @@ file read by a root agent fails loudly at start instead of being silently ignore
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from otelpeers.detect.settings import DetectConfig, SettingsError
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "otelpeers.yaml"
 
@@ -29,6 +32,7 @@ class KernelConfig:
     max_sockets: int = 65536  # kernel socket table entries (LRU)
     max_peers: int = 65536  # kernel (socket, peer) table entries for non-TCP sockets (LRU)
     max_listeners: int = 4096
+    max_pairs: int = 16384  # exact per-(process, peer) aggregates per interval; more: overflow
     stats_interval_s: float = 5.0  # how often volume of live flows is read
     attach_mode: str = "link"  # link: detached by the kernel when the agent dies; legacy
     cgroup_path: str | None = None  # cgroup-v2 root; detected from /proc/mounts when unset
@@ -59,6 +63,26 @@ class FilesConfig:
     max_files: int = 8
 
 
+A_PROCESS = "process.executable.name"
+METRIC_PAIR_ATTRIBUTES = ("process.executable.name", "container.id", "server.address",
+                          "network.peer.address", "server.port", "network.transport",
+                          "otelpeers.flow.direction")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # Attributes of a peer pair on the volume and frequency metrics (cardinality control).
+    pair_attributes: tuple[str, ...] = METRIC_PAIR_ATTRIBUTES
+    max_pairs: int = 2000  # beyond it new pairs are reported as "other" (counted)
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    enabled: bool = False  # serve metrics for Prometheus to scrape (no collector needed)
+    address: str = "127.0.0.1"
+    port: int = 9464
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
@@ -69,6 +93,11 @@ class ExportConfig:
     max_live_resources: int = 4096  # distinct process resources kept
     live_view: bool = True  # terminal view of the busiest peers when stdout is a terminal
     metrics_interval_s: float = 30.0
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    # Map, encode and send spans in a child process: a second core does that work instead
+    # of competing with the pipeline for the interpreter lock.
+    separate_process: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,12 +152,13 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
 
     def validate(self) -> Config:
         k = self.kernel
         _check(k.ringbuf_pages > 0 and k.ringbuf_pages & (k.ringbuf_pages - 1) == 0,
                "kernel.ringbuf_pages", f"must be a power of two, got {k.ringbuf_pages}")
-        for name in ("max_sockets", "max_peers", "max_listeners"):
+        for name in ("max_sockets", "max_peers", "max_listeners", "max_pairs"):
             v = getattr(k, name)
             _check(1 <= v <= 16_777_216, f"kernel.{name}", f"must be 1..16777216, got {v}")
         _check(k.stats_interval_s > 0, "kernel.stats_interval_s", "must be > 0")
@@ -150,6 +180,19 @@ class Config:
                "must be between 1 and export.max_queue_size")
         _check(e.files.max_file_bytes >= 4096, "export.files.max_file_bytes", "must be >= 4096")
         _check(e.files.max_files >= 1, "export.files.max_files", "must be >= 1")
+        _check(e.metrics_interval_s > 0, "export.metrics_interval_s", "must be > 0")
+        bad = [a for a in e.metrics.pair_attributes if a not in METRIC_PAIR_ATTRIBUTES]
+        _check(not bad and A_PROCESS in e.metrics.pair_attributes,
+               "export.metrics.pair_attributes",
+               f"must be a list of {', '.join(METRIC_PAIR_ATTRIBUTES)} including {A_PROCESS}; "
+               f"got {list(e.metrics.pair_attributes)}")
+        _check(e.metrics.max_pairs >= 1, "export.metrics.max_pairs", "must be >= 1")
+        _check(1 <= e.prometheus.port <= 65535, "export.prometheus.port", "must be 1..65535")
+        try:
+            ipaddress.ip_address(e.prometheus.address)
+        except ValueError:
+            raise ConfigError("config: export.prometheus.address must be an IP address such as "
+                              f"127.0.0.1 or 0.0.0.0, got {e.prometheus.address!r}") from None
         p = self.process
         _check(len(p.sensitive_prefixes) <= 256 and all(
             x.startswith("/") and 1 < len(x.encode()) <= 64 for x in p.sensitive_prefixes),
@@ -168,6 +211,10 @@ class Config:
         _check(bool(d.ports) and all(1 <= p <= 65535 for p in d.ports), "dns.ports",
                "must be a non-empty list of ports 1..65535")
         _check(12 <= d.max_payload <= 1024, "dns.max_payload", "must be 12..1024 bytes")
+        try:
+            self.detect.validate()
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
         return self
 
 

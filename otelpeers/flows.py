@@ -4,6 +4,13 @@ A flow is one TCP connection (keyed by socket cookie) or one (socket, peer) pair
 ICMP or raw socket, since one unconnected socket can talk to many peers. Pure and
 synchronous: no threads, no clocks (time comes from events and from the caller), so it is
 tested with synthetic and replayed events.
+
+A short TCP connection arrives as one complete record (TCP_CLOSE with its start) and becomes
+a FlowRecord without ever being stored; a long one is announced by the kernel source's scan
+(TCP_OPEN), kept open, refreshed (SOCK_STATS) and ended by its record. Connections whose
+records the kernel could not deliver come back, counted exactly, in per-pair aggregates
+(PAIR_STATS): they become summary records (FlowRecord.summary = how many). Format-1
+recordings (CONNECT, ESTABLISHED, ..., TCP_CLOSE) replay through the same table.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import enum
 import socket
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from otelpeers.events import (
     ZERO_COUNTERS,
@@ -19,9 +27,13 @@ from otelpeers.events import (
     Direction,
     Kind,
     Owner,
+    PairStats,
     SocketEvent,
     TcpInfo,
 )
+
+if TYPE_CHECKING:
+    from otelpeers.detect.model import Detection
 
 TCP_SYN_SENT = 2
 TCP_SYN_RECV = 3
@@ -29,8 +41,14 @@ TCP_ESTABLISHED = 1
 TCP_CLOSE_WAIT = 8
 
 TRANSPORTS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
+SOCK_TYPES = {socket.IPPROTO_TCP: socket.SOCK_STREAM, socket.IPPROTO_UDP: socket.SOCK_DGRAM}
+GONE_PENDING_NS = 60 * 10**9  # how long a flow ended by SOCK_GONE waits for its pair's count
 
-FlowKey = tuple[int, str, int]  # (cookie, peer address, peer port); TCP: ("", 0)
+FlowKey = int | tuple[int, str, int]  # TCP: the cookie; else (cookie, peer address, peer port)
+ListenerKey = tuple[int, int]  # (netns cookie, local port), as the kernel keys them
+# (netns, tgid, family, protocol, direction, peer address, server port): the kernel's
+# aggregate key, in user-space terms
+PairKey = tuple[int, int, int, int, int, str, int]
 
 
 class CloseReason(enum.StrEnum):
@@ -62,9 +80,7 @@ class DnsAnnotation:
     question_name: str = ""  # the name the application asked for
     cname_chain: tuple[str, ...] = ()
     how: str = ""  # same_process | host
-    txn_id: str = ""
-    trace_id: int | None = None  # the DNS span, for a span link
-    span_id: int | None = None
+    txn_id: str = ""  # the DNS transaction; its span (otelpeers.ids) is linked
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +92,7 @@ class FileAccess:
     flags: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # immutable by convention: see events.hot
 class FlowRecord:
     flow_id: str
     cookie: int
@@ -100,6 +116,12 @@ class FlowRecord:
     complete: bool = True  # False when exported at shutdown or eviction while still open
     dns: DnsAnnotation | None = None  # outbound flows, once the DNS stage has looked
     files: tuple[FileAccess, ...] = ()  # sensitive opens by the owner before start_ns
+    # > 0: this record stands for that many connections of one pair and interval whose own
+    # records the kernel could not deliver (counted exactly by its aggregates); start_ns and
+    # end_ns are the interval, counters their total volume, cookie 0.
+    summary: int = 0
+    adopted: bool = False  # the flow was already open when the agent found it
+    detections: tuple[Detection, ...] = ()  # rules that fired on this flow (span events)
 
     @property
     def network_type(self) -> str:
@@ -110,9 +132,23 @@ class FlowRecord:
         return self.close_reason == CloseReason.CONNECT_FAILED
 
 
+@dataclass(slots=True, unsafe_hash=True)  # hashable only to be a shared default below
+class _Rare:
+    """What few flows need, kept apart so that the many do not pay a slot for each."""
+
+    base: Counters = ZERO_COUNTERS  # counts that belonged to an earlier, expired flow
+    generation: int = 0  # how many flows of this (socket, peer) expired before
+    released_ns: int | None = None  # format-1: released, waiting for CLOSE
+    local_peer_flow_id: str | None = None  # format-1 recordings pair ends in user space
+
+
+_NO_RARE = _Rare()  # shared by every flow that has none of it; never written
+
+
 @dataclass(slots=True)
 class _Flow:
-    key: FlowKey
+    """An open flow. Kept small: a long-lived connection holds one for its whole life."""
+
     cookie: int
     protocol: int
     family: int
@@ -127,19 +163,37 @@ class _Flow:
     peer_addr: str = ""
     peer_port: int = 0
     counters: Counters = ZERO_COUNTERS
-    base: Counters = ZERO_COUNTERS  # counts that belonged to an earlier, expired flow
-    tcp: TcpInfo | None = None
     established: bool = False
-    released_ns: int | None = None
     listener: Listener | None = None
-    local_peer_flow_id: str | None = None
-    generation: int = 0
+    peer_cookie: int = 0  # the other end's cookie (the kernel paired them): its flow id
+    rare: _Rare = _NO_RARE
+
+    def edit(self) -> _Rare:
+        """The flow's own _Rare, made on first write."""
+        if self.rare is _NO_RARE:
+            self.rare = _Rare()
+        return self.rare
+
+    @property
+    def key(self) -> FlowKey:
+        if self.protocol == socket.IPPROTO_TCP:
+            return self.cookie
+        return (self.cookie, self.peer_addr, self.peer_port)
 
     @property
     def flow_id(self) -> str:
-        cookie, addr, port = self.key
-        base = f"{cookie:x}" if not addr else f"{cookie:x}/{addr}/{port}"
-        return base if self.generation == 0 else f"{base}#{self.generation}"
+        if self.protocol == socket.IPPROTO_TCP:
+            base = f"{self.cookie:x}"
+        else:
+            base = f"{self.cookie:x}/{self.peer_addr}/{self.peer_port}"
+        gen = self.rare.generation
+        return base if gen == 0 else f"{base}#{gen}"
+
+    @property
+    def peer_flow_id(self) -> str | None:
+        if self.rare.local_peer_flow_id is not None:
+            return self.rare.local_peer_flow_id
+        return f"{self.peer_cookie:x}" if self.peer_cookie else None
 
 
 @dataclass(slots=True)
@@ -160,6 +214,9 @@ class FlowTableStats:
     flows_evicted: int = 0
     sockets_evicted: int = 0
     orphan_events: int = 0  # events for sockets or flows the table never saw begin
+    summary_records: int = 0  # summary records emitted
+    summarized_connections: int = 0  # connections they stand for
+    gone_reconciled: int = 0  # lost records already reported as flows ended by SOCK_GONE
 
 
 def _subtract(a: Counters, b: Counters) -> Counters:
@@ -184,15 +241,23 @@ class FlowTable:
         self.max_flows = max_flows
         self.max_sockets = max_sockets
         self.stats = FlowTableStats()
-        self._flows: OrderedDict[FlowKey, _Flow] = OrderedDict()
+        # Open flows, oldest first (a dict keeps insertion order and costs half an
+        # OrderedDict per entry: eviction only needs the first key).
+        self._flows: dict[FlowKey, _Flow] = {}
         self._sockets: OrderedDict[int, _Socket] = OrderedDict()
-        self._listeners: dict[int, Listener] = {}  # local port -> listener
+        self._listeners: dict[ListenerKey, Listener] = {}
         # Non-TCP flows that expired while their socket lives on: counts at expiry, so a
         # later burst of traffic starts a new flow with only its own volume.
         self._expired: OrderedDict[FlowKey, tuple[Counters, int]] = OrderedDict()
         # Outbound TCP flows by (local addr, local port, peer addr, peer port), to find the
-        # client end of an inbound connection made on this host.
+        # client end of an inbound connection made on this host (format-1 recordings; the
+        # kernel pairs the two ends itself now: SocketEvent.peer_cookie).
         self._by_tuple: dict[tuple[str, int, str, int], FlowKey] = {}
+        # Flows that started or changed since the last take_progress().
+        self._progress: set[FlowKey] = set()
+        # Flows ended by SOCK_GONE (their CLOSE record was lost) per pair, with the time: the
+        # pair's aggregate counts them among its lost records, so its summary leaves them out.
+        self._gone: dict[PairKey, list[int]] = {}
 
     # ---- queries -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -203,11 +268,18 @@ class FlowTable:
         return [self._record(f, f.last_activity_ns, CloseReason.SHUTDOWN, complete=False)
                 for f in self._flows.values()]
 
-    def live_tcp_cookies(self) -> list[int]:
-        return [f.cookie for f in self._flows.values() if f.protocol == socket.IPPROTO_TCP]
+    def take_progress(self) -> list[FlowRecord]:
+        """Open flows that started or whose counters changed since the previous call, as
+        snapshots: complete=False, end_ns = last activity, counters cumulative (consumers
+        take deltas). Flows that ended meanwhile are not here: they were completed."""
+        flows = self._flows
+        out = [self._record(f, f.last_activity_ns, CloseReason.SHUTDOWN, complete=False)
+               for key in self._progress if (f := flows.get(key)) is not None]
+        self._progress = set()
+        return out
 
     # ---- input ---------------------------------------------------------------------
-    def process(self, ev: SocketEvent) -> list[FlowRecord]:
+    def process(self, ev: SocketEvent | PairStats) -> list[FlowRecord]:
         """Apply one event; return the flows it completed (usually none)."""
         handler = self._HANDLERS.get(ev.kind)
         return handler(self, ev) if handler else []
@@ -217,14 +289,19 @@ class FlowTable:
         done: list[FlowRecord] = []
         for key, f in list(self._flows.items()):
             if f.protocol == socket.IPPROTO_TCP:
-                if f.released_ns is not None and now_ns - f.released_ns > self.tcp_close_grace_ns:
-                    done.append(self._complete(key, f.released_ns, CloseReason.RELEASED))
+                released = f.rare.released_ns
+                if released is not None and now_ns - released > self.tcp_close_grace_ns:
+                    done.append(self._complete(key, released, CloseReason.RELEASED))
                 continue
             timeout = (self.udp_idle_timeout_ns if f.protocol == socket.IPPROTO_UDP
                        else self.icmp_idle_timeout_ns)
             if now_ns - f.last_activity_ns > timeout:
                 self._remember_expired(key, f)
                 done.append(self._complete(key, f.last_activity_ns, CloseReason.IDLE_TIMEOUT))
+        for pair, times in list(self._gone.items()):
+            times[:] = [t for t in times if now_ns - t <= GONE_PENDING_NS]
+            if not times:
+                del self._gone[pair]
         return done
 
     def drain(self, now_ns: int) -> list[FlowRecord]:
@@ -235,34 +312,40 @@ class FlowTable:
         return done
 
     # ---- handlers ------------------------------------------------------------------
-    def _on_create(self, ev: SocketEvent) -> list[FlowRecord]:
-        self._socket(ev)
-        return []
-
     def _on_bind(self, ev: SocketEvent) -> list[FlowRecord]:
         s = self._socket(ev)
         s.bind = (ev.local_addr, ev.local_port, ev.time_ns)
         if ev.protocol == socket.IPPROTO_TCP:
-            self._listeners[ev.local_port] = Listener(
+            self._listeners[(ev.netns_cookie, ev.local_port)] = Listener(
                 ev.local_addr, ev.local_port, ev.time_ns, None, ev.owner or s.owner)
             self._bound_listeners()
         return []
 
     def _on_listen(self, ev: SocketEvent) -> list[FlowRecord]:
-        prev = self._listeners.get(ev.local_port)
+        key = (ev.netns_cookie, ev.local_port)
+        prev = self._listeners.get(key)
+        if prev is None and ev.netns_cookie == 0:
+            # Format-1 recordings: LISTEN came from a tracepoint without the netns; it belongs
+            # to the bind of the same port by the same process.
+            tgid = ev.owner.tgid if ev.owner else None
+            for k, lst in self._listeners.items():
+                if k[1] == ev.local_port and lst.owner is not None and lst.owner.tgid == tgid:
+                    key, prev = k, lst
+                    break
         if prev is not None:
-            self._listeners[ev.local_port] = replace(prev, listen_ns=ev.time_ns)
-        else:  # listen() on a socket bound implicitly: the tracepoint is all we have
-            self._listeners[ev.local_port] = Listener(
+            self._listeners[key] = replace(prev, listen_ns=ev.time_ns)
+        else:  # listen() on a socket bound implicitly: no BIND came before
+            self._listeners[key] = Listener(
                 ev.local_addr, ev.local_port, ev.time_ns, ev.time_ns, ev.owner)
             self._bound_listeners()
         return []
 
     def _on_connect(self, ev: SocketEvent) -> list[FlowRecord]:
+        """Format-1 recordings only: the kernel keeps connect() in its socket map now."""
         s = self._socket(ev)
         if ev.protocol != socket.IPPROTO_TCP:
             return []  # UDP connect sends nothing; the flow starts with the first packet
-        key: FlowKey = (ev.cookie, "", 0)
+        key: FlowKey = ev.cookie
         done: list[FlowRecord] = []
         if key in self._flows:  # connect() again on the same socket: a new attempt
             done.append(self._complete(key, ev.time_ns, CloseReason.CONNECT_FAILED))
@@ -271,7 +354,8 @@ class FlowTable:
         return done + self._evict_if_full()
 
     def _on_established(self, ev: SocketEvent) -> list[FlowRecord]:
-        key: FlowKey = (ev.cookie, "", 0)
+        """Format-1 recordings only (see TCP_OPEN for what replaced it)."""
+        key: FlowKey = ev.cookie
         f = self._flows.get(key)
         done: list[FlowRecord] = []
         if f is None:
@@ -288,22 +372,33 @@ class FlowTable:
         if f.direction == Direction.OUTBOUND:
             self._by_tuple[tup] = key
         else:
-            f.listener = self._listeners.get(f.local_port)
+            f.listener = self._listener_for(f.netns_cookie, f.local_port)
             client_key = self._by_tuple.get((f.peer_addr, f.peer_port, f.local_addr, f.local_port))
             client = self._flows.get(client_key) if client_key else None
             if client is not None:
-                f.local_peer_flow_id = client.flow_id
-                client.local_peer_flow_id = f.flow_id
+                f.edit().local_peer_flow_id = client.flow_id
+                client.edit().local_peer_flow_id = f.flow_id
         return done
 
-    def _on_tcp_close(self, ev: SocketEvent) -> list[FlowRecord]:
-        key: FlowKey = (ev.cookie, "", 0)
-        f = self._flows.get(key)
-        if f is None:
-            self.stats.orphan_events += 1
+    def _on_tcp_open(self, ev: SocketEvent) -> list[FlowRecord]:
+        """A connection older than the scan threshold, found in the kernel's socket map."""
+        key: FlowKey = ev.cookie
+        if key in self._flows:
             return []
-        f.tcp = ev.tcp
-        f.counters = f.counters.merged_max(ev.counters)
+        f = self._new_flow(key, ev, self._sockets.get(ev.cookie), ev.direction)
+        f.start_ns = ev.start_ns or ev.time_ns
+        f.established = ev.new_state == TCP_ESTABLISHED
+        f.local_addr, f.local_port = ev.local_addr, ev.local_port
+        f.peer_addr, f.peer_port = ev.peer_addr, ev.peer_port
+        f.counters = ev.counters
+        f.peer_cookie = ev.peer_cookie
+        if f.direction == Direction.INBOUND:
+            f.listener = self._listener_for(f.netns_cookie, f.local_port)
+        return self._evict_if_full()
+
+    def _on_tcp_close(self, ev: SocketEvent) -> list[FlowRecord]:
+        key: FlowKey = ev.cookie
+        f = self._flows.get(key)
         s = self._sockets.get(ev.cookie)
         if s is not None and s.bind is None:
             # Tracked TCP sockets send no release: CLOSE is their last word.
@@ -314,10 +409,37 @@ class FlowTable:
             reason = CloseReason.RESET
         else:
             reason = CloseReason.CLOSED
-        return [self._complete(key, ev.time_ns, reason)]
+        if f is None:
+            if not ev.start_ns:
+                self.stats.orphan_events += 1
+                return []
+            return [self._whole_connection(ev, reason)]
+        f.counters = f.counters.merged_max(ev.counters)
+        if ev.peer_cookie and not f.peer_cookie:
+            f.peer_cookie = ev.peer_cookie
+        return [self._complete(key, ev.time_ns, reason, tcp=ev.tcp)]
+
+    def _whole_connection(self, ev: SocketEvent, reason: CloseReason) -> FlowRecord:
+        """One complete record is the whole connection: it never enters the table."""
+        self.stats.flows_started += 1
+        self.stats.flows_completed += 1
+        listener = None
+        if ev.direction == Direction.INBOUND:
+            listener = self._listener_for(ev.netns_cookie, ev.local_port)
+        return FlowRecord(
+            flow_id=f"{ev.cookie:x}", cookie=ev.cookie,
+            transport=TRANSPORTS.get(ev.protocol, "icmp"), family=ev.family,
+            sock_type=ev.sock_type, direction=ev.direction, local_addr=ev.local_addr,
+            local_port=ev.local_port, peer_addr=ev.peer_addr, peer_port=ev.peer_port,
+            start_ns=ev.start_ns, end_ns=max(ev.time_ns, ev.start_ns), owner=ev.owner,
+            netns_cookie=ev.netns_cookie, counters=ev.counters, tcp=ev.tcp,
+            close_reason=reason, listener=listener,
+            local_peer_flow_id=f"{ev.peer_cookie:x}" if ev.peer_cookie else None)
 
     def _on_peer(self, ev: SocketEvent) -> list[FlowRecord]:
-        if ev.protocol == socket.IPPROTO_TCP:
+        # TCP connections are flows of their own; a raw socket sending TCP (a SYN scanner)
+        # has no connection: its peers are flows like UDP's.
+        if ev.protocol == socket.IPPROTO_TCP and ev.sock_type != socket.SOCK_RAW:
             return []
         key: FlowKey = (ev.cookie, ev.peer_addr, ev.peer_port)
         if key in self._flows:
@@ -342,19 +464,29 @@ class FlowTable:
             f = self._new_flow(key, ev, s, ev.direction)
             f.local_addr, f.local_port = ev.local_addr, ev.local_port
             f.peer_addr, f.peer_port = ev.peer_addr, ev.peer_port
-            f.base, f.generation = expired[0], expired[1] + 1
+            rare = f.edit()
+            rare.base, rare.generation = expired[0], expired[1] + 1
             s.flows.add(key)
         self._update_counters(f, ev)
         return self._evict_if_full()
 
     def _on_sock_gone(self, ev: SocketEvent) -> list[FlowRecord]:
-        f = self._flows.get((ev.cookie, "", 0))
-        if f is not None and f.released_ns is None:
-            f.released_ns = ev.time_ns  # ends after the grace period unless CLOSE arrives
+        key: FlowKey = ev.cookie
+        f = self._flows.get(key)
+        if f is None:
+            return []
+        if ev.released:
+            # The live source sends this only once the ring buffer was read past the moment
+            # the entry was found gone: the CLOSE record was lost. The pair's aggregate counts
+            # the loss too; remember the flow so the summary does not count it twice.
+            self._gone.setdefault(self._pair_of(f), []).append(ev.time_ns)
+            return [self._complete(key, ev.time_ns, CloseReason.RELEASED)]
+        if f.rare.released_ns is None:
+            f.edit().released_ns = ev.time_ns  # ends after the grace period unless CLOSE
         return []
 
     def _on_sock_stats(self, ev: SocketEvent) -> list[FlowRecord]:
-        f = self._flows.get((ev.cookie, "", 0))
+        f = self._flows.get(ev.cookie)
         if f is not None:
             self._update_counters(f, ev)
         return []
@@ -363,41 +495,91 @@ class FlowTable:
         s = self._sockets.pop(ev.cookie, None)
         done: list[FlowRecord] = []
         if ev.protocol == socket.IPPROTO_TCP:
-            f = self._flows.get((ev.cookie, "", 0))
+            f = self._flows.get(ev.cookie)
             if f is not None:
                 f.counters = f.counters.merged_max(ev.counters)
-                if not f.established:
+                if not f.established or ev.start_ns:
                     done.append(self._complete(f.key, ev.time_ns, CloseReason.CONNECT_FAILED))
                 else:
-                    f.released_ns = ev.time_ns  # TCP may still be closing: wait for CLOSE
-            self._drop_listener(ev.cookie, s)
+                    f.edit().released_ns = ev.time_ns  # TCP may still be closing: wait
+            elif ev.start_ns:  # connect() failed before a SYN left: the whole attempt
+                done.append(self._whole_connection(ev, CloseReason.CONNECT_FAILED))
+            self._drop_listener(s)
             return done
-        keys = sorted(s.flows) if s else [k for k in self._flows if k[0] == ev.cookie]
+        keys = sorted(s.flows) if s else [k for k in self._flows
+                                          if type(k) is tuple and k[0] == ev.cookie]
         live = [k for k in keys if k in self._flows]
         if len(live) == 1:  # one peer: the socket's totals are that flow's totals
             f = self._flows[live[0]]
-            f.counters = f.counters.merged_max(_subtract(ev.counters, f.base))
+            f.counters = f.counters.merged_max(_subtract(ev.counters, f.rare.base))
         for key in live:
             done.append(self._complete(key, ev.time_ns, CloseReason.CLOSED))
         for key in keys:
             self._expired.pop(key, None)
         return done
 
+    def _on_pair_stats(self, ev: PairStats) -> list[FlowRecord]:
+        """Connections whose own records were lost become one summary record per pair and
+        interval (flows already ended by SOCK_GONE are among them: left out)."""
+        if ev.lost <= 0:
+            return []
+        n = ev.lost
+        gone = self._gone.get(self._pair_of_stats(ev))
+        while gone and n:
+            gone.pop(0)
+            n -= 1
+            self.stats.gone_reconciled += 1
+        if n <= 0:
+            return []
+        self.stats.summary_records += 1
+        self.stats.summarized_connections += n
+        inbound = ev.direction == Direction.INBOUND
+        tag = "overflow" if ev.overflow else f"{ev.peer_addr}/{ev.port}"
+        tgid = ev.owner.tgid if ev.owner else 0
+        return [FlowRecord(
+            flow_id=f"summary/{ev.netns_cookie:x}/{tgid}/{ev.direction.name.lower()}/"
+                    f"{ev.transport}/{tag}/{ev.time_ns:x}",
+            cookie=0, transport=TRANSPORTS.get(ev.protocol, "icmp"), family=ev.family,
+            sock_type=SOCK_TYPES.get(ev.protocol, socket.SOCK_RAW), direction=ev.direction,
+            local_addr="", local_port=ev.port if inbound else 0, peer_addr=ev.peer_addr,
+            peer_port=0 if inbound else ev.port, start_ns=ev.start_ns,
+            end_ns=max(ev.time_ns, ev.start_ns), owner=ev.owner, netns_cookie=ev.netns_cookie,
+            counters=ev.lost_volume, tcp=None, close_reason=CloseReason.CLOSED, summary=n)]
+
     _HANDLERS = {
-        Kind.SOCK_CREATE: _on_create,
         Kind.BIND: _on_bind,
         Kind.LISTEN: _on_listen,
         Kind.CONNECT: _on_connect,
         Kind.ESTABLISHED: _on_established,
+        Kind.TCP_OPEN: _on_tcp_open,
         Kind.TCP_CLOSE: _on_tcp_close,
         Kind.PEER: _on_peer,
         Kind.PEER_STATS: _on_peer_stats,
         Kind.SOCK_STATS: _on_sock_stats,
         Kind.SOCK_GONE: _on_sock_gone,
         Kind.RELEASE: _on_release,
+        Kind.PAIR_STATS: _on_pair_stats,
     }
 
     # ---- internals -----------------------------------------------------------------
+    @staticmethod
+    def _pair_of(f: _Flow) -> PairKey:
+        port = f.local_port if f.direction == Direction.INBOUND else f.peer_port
+        tgid = f.owner.tgid if f.owner is not None else 0
+        return (f.netns_cookie, tgid, f.family, f.protocol, int(f.direction), f.peer_addr, port)
+
+    @staticmethod
+    def _pair_of_stats(ev: PairStats) -> PairKey:
+        tgid = ev.owner.tgid if ev.owner is not None else 0
+        return (ev.netns_cookie, tgid, ev.family, ev.protocol, int(ev.direction), ev.peer_addr,
+                ev.port)
+
+    def _listener_for(self, netns_cookie: int, port: int) -> Listener | None:
+        lst = self._listeners.get((netns_cookie, port))
+        if lst is None and netns_cookie:
+            lst = self._listeners.get((0, port))  # format-1 recordings: listen without netns
+        return lst
+
     def _socket(self, ev: SocketEvent) -> _Socket:
         s = self._sockets.get(ev.cookie)
         if s is None:
@@ -413,24 +595,26 @@ class FlowTable:
     def _new_flow(self, key: FlowKey, ev: SocketEvent, s: _Socket | None,
                   direction: Direction) -> _Flow:
         owner = ev.owner or (s.owner if s else None)
-        f = _Flow(key=key, cookie=ev.cookie, protocol=ev.protocol, family=ev.family,
+        f = _Flow(cookie=ev.cookie, protocol=ev.protocol, family=ev.family,
                   sock_type=ev.sock_type, direction=direction, start_ns=ev.time_ns,
                   last_activity_ns=ev.time_ns, owner=owner,
                   netns_cookie=ev.netns_cookie or (s.netns_cookie if s else 0))
         self._flows[key] = f
+        self._progress.add(key)
         self.stats.flows_started += 1
         return f
 
     def _update_counters(self, f: _Flow, ev: SocketEvent) -> None:
-        new = f.counters.merged_max(_subtract(ev.counters, f.base))
+        new = f.counters.merged_max(_subtract(ev.counters, f.rare.base))
         if new.as_tuple() != f.counters.as_tuple():
             f.counters = new
             f.last_activity_ns = ev.time_ns
+            self._progress.add(f.key)
 
     def _remember_expired(self, key: FlowKey, f: _Flow) -> None:
-        pairs = zip(f.counters.as_tuple(), f.base.as_tuple(), strict=True)
+        pairs = zip(f.counters.as_tuple(), f.rare.base.as_tuple(), strict=True)
         total = Counters(*(a + b for a, b in pairs))
-        self._expired[key] = (total, f.generation)
+        self._expired[key] = (total, f.rare.generation)
         while len(self._expired) > self.max_flows:
             self._expired.popitem(last=False)
 
@@ -438,11 +622,12 @@ class FlowTable:
         while len(self._listeners) > self.max_sockets:
             self._listeners.pop(next(iter(self._listeners)))
 
-    def _drop_listener(self, cookie: int, s: _Socket | None) -> None:
+    def _drop_listener(self, s: _Socket | None) -> None:
         if s is not None and s.bind is not None:
-            lst = self._listeners.get(s.bind[1])
+            key = (s.netns_cookie, s.bind[1])
+            lst = self._listeners.get(key)
             if lst is not None and lst.bind_ns == s.bind[2]:
-                del self._listeners[s.bind[1]]
+                del self._listeners[key]
 
     def _evict_if_full(self) -> list[FlowRecord]:
         done = []
@@ -455,7 +640,7 @@ class FlowTable:
         return done
 
     def _complete(self, key: FlowKey, end_ns: int, reason: CloseReason,
-                  complete: bool = True) -> FlowRecord:
+                  complete: bool = True, tcp: TcpInfo | None = None) -> FlowRecord:
         f = self._flows.pop(key)
         if f.direction == Direction.OUTBOUND and f.local_port:
             self._by_tuple.pop((f.local_addr, f.local_port, f.peer_addr, f.peer_port), None)
@@ -463,10 +648,11 @@ class FlowTable:
         if s is not None:
             s.flows.discard(key)
         self.stats.flows_completed += 1
-        return self._record(f, max(end_ns, f.start_ns), reason, complete)
+        return self._record(f, max(end_ns, f.start_ns), reason, complete, tcp)
 
     @staticmethod
-    def _record(f: _Flow, end_ns: int, reason: CloseReason, complete: bool) -> FlowRecord:
+    def _record(f: _Flow, end_ns: int, reason: CloseReason, complete: bool,
+                tcp: TcpInfo | None = None) -> FlowRecord:
         return FlowRecord(
             flow_id=f.flow_id, cookie=f.cookie,
             transport=TRANSPORTS.get(f.protocol, "icmp"),
@@ -474,8 +660,8 @@ class FlowTable:
             local_addr=f.local_addr, local_port=f.local_port,
             peer_addr=f.peer_addr, peer_port=f.peer_port,
             start_ns=f.start_ns, end_ns=end_ns, owner=f.owner, netns_cookie=f.netns_cookie,
-            counters=f.counters, tcp=f.tcp, close_reason=reason, listener=f.listener,
-            local_peer_flow_id=f.local_peer_flow_id, complete=complete,
+            counters=f.counters, tcp=tcp, close_reason=reason, listener=f.listener,
+            local_peer_flow_id=f.peer_flow_id, complete=complete,
         )
 
 
@@ -507,4 +693,5 @@ def flow_to_dict(r: FlowRecord) -> dict[str, object]:
             "resolved": r.dns.resolved, "question_name": r.dns.question_name,
             "cname_chain": list(r.dns.cname_chain), "how": r.dns.how, "txn_id": r.dns.txn_id},
         "files": [{"time_ns": f.time_ns, "path": f.path, "flags": f.flags} for f in r.files],
+        "summary": r.summary,
     }

@@ -1,98 +1,196 @@
-"""The pipeline behind every source: events -> flow table -> sinks.
+"""The pipeline behind every source: typed stages in a declared order, then sinks.
 
-Sources (live kernel, recording, synthetic generator) only produce events; everything
-from here on is the same for all of them, so replay exercises the real code path.
+    source --events--> stages (in order) --Outputs--> sinks
+
+A round is one batch of events, optionally followed by a tick (the clock's, see
+otelpeers.drive). In a round:
+  1. each event goes to the stages that accept its type (declared by the stage);
+  2. on a tick, every stage's tick() runs (idle expiry, timeouts);
+  3. every stage's process() runs in order over the round's Outputs: a stage may add
+     outputs (a detection) or replace them with annotated copies (a flow with its DNS name),
+     so a later stage always sees what the earlier ones did;
+  4. the sinks consume the round's Outputs (spans, metrics, graph, live view, files).
+Sources (kernel, recording) only produce events, so replay exercises the same code as run.
+Adding a stage means writing one class and adding it to the list in otelpeers.agent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from otelpeers.config import Config
-from otelpeers.events import DnsPacketEvent, Event, Kind, ProcessEvent
+from otelpeers.events import Event, PairStats, SocketEvent
 from otelpeers.flows import FlowRecord, FlowTable
 
-
-class FlowSink(Protocol):
-    def export_flows(self, records: Sequence[FlowRecord]) -> None: ...
-
-
-class DnsStage(Protocol):
-    """Consumes DNS packets; annotates flows with the resolution that named their peer."""
-
-    def on_packet(self, ev: DnsPacketEvent) -> None: ...
-    def close_socket(self, cookie: int, now_ns: int) -> None: ...
-    def tick(self, now_ns: int) -> None: ...
-    def annotate(self, records: Sequence[FlowRecord]) -> Sequence[FlowRecord]: ...
-    def finish(self, now_ns: int) -> None: ...
+if TYPE_CHECKING:
+    from otelpeers.detect.model import Detection
+    from otelpeers.dns.lookups import DnsLookup
+    from otelpeers.events import ProcessEvent
 
 
-class ProcessStageLike(Protocol):
-    def on_process_event(self, ev: ProcessEvent) -> None: ...
-    def on_socket_event(self, ev: Event) -> None: ...
-    def tick(self, now_ns: int) -> None: ...
-    def annotate(self, records: Sequence[FlowRecord]) -> Sequence[FlowRecord]: ...
+@dataclass(slots=True)
+class Outputs:
+    """What one round produced, by type. Lists are in event order."""
+
+    flows: list[FlowRecord] = field(default_factory=list)  # completed flows
+    progress: list[FlowRecord] = field(default_factory=list)  # open flows with new volume
+    dns: list[DnsLookup] = field(default_factory=list)  # completed DNS transactions
+    process: list[ProcessEvent] = field(default_factory=list)  # exec/fork/exit/file opens
+    detections: list[Detection] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.flows or self.progress or self.dns or self.process or self.detections)
 
 
-class Pipeline:
-    def __init__(self, config: Config, sinks: Sequence[FlowSink] = (),
-                 dns: DnsStage | None = None,
-                 process: ProcessStageLike | None = None) -> None:
+class Stage(Protocol):
+    """One step of the pipeline. `name` prefixes its counters in the agent's self-telemetry;
+    `accepts` lists the event types whose events on_event receives."""
+
+    name: ClassVar[str]
+    accepts: ClassVar[tuple[type, ...]]
+
+    def on_event(self, ev: Event, out: Outputs) -> None: ...
+    def tick(self, now_ns: int, out: Outputs) -> None: ...
+    def process(self, out: Outputs) -> None: ...
+    def finish(self, now_ns: int, out: Outputs) -> None: ...
+    def counters(self) -> Mapping[str, int]: ...
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Where outputs leave the pipeline. close() flushes and releases what it holds."""
+
+    name: ClassVar[str]
+
+    def consume(self, out: Outputs) -> None: ...
+    def close(self) -> None: ...
+    def counters(self) -> Mapping[str, int]: ...
+
+
+class BaseStage:
+    """No-op defaults, so a stage implements only what it does."""
+
+    name: ClassVar[str] = "stage"
+    accepts: ClassVar[tuple[type, ...]] = ()
+
+    def on_event(self, ev: Event, out: Outputs) -> None:
+        pass
+
+    def tick(self, now_ns: int, out: Outputs) -> None:
+        pass
+
+    def process(self, out: Outputs) -> None:
+        pass
+
+    def finish(self, now_ns: int, out: Outputs) -> None:
+        pass
+
+    def counters(self) -> Mapping[str, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class FlowStage(BaseStage):
+    """Socket events -> completed flows (and live progress of open ones), via the FlowTable."""
+
+    name = "flows"
+    accepts = (SocketEvent, PairStats)  # PairStats: exact per-pair counts -> summaries
+
+    def __init__(self, config: Config) -> None:
         f = config.flows
-        self.flows = FlowTable(
+        self.table = FlowTable(
             udp_idle_timeout_ns=int(f.udp_idle_timeout_s * 1e9),
             icmp_idle_timeout_ns=int(f.icmp_idle_timeout_s * 1e9),
             tcp_close_grace_ns=int(f.tcp_close_grace_s * 1e9),
             max_flows=f.max_flows,
             max_sockets=config.kernel.max_sockets,
         )
+
+    def on_event(self, ev: Event, out: Outputs) -> None:
+        done = self.table.process(ev)  # type: ignore[arg-type]
+        if done:
+            out.flows.extend(done)
+
+    def tick(self, now_ns: int, out: Outputs) -> None:
+        out.flows.extend(self.table.expire(now_ns))
+        out.progress.extend(self.table.take_progress())
+
+    def finish(self, now_ns: int, out: Outputs) -> None:
+        out.flows.extend(self.table.drain(now_ns))
+
+    def counters(self) -> Mapping[str, int]:
+        return {k: int(v) for k, v in vars(self.table.stats).items()}
+
+
+EventTap = Callable[[Sequence[Event]], None]
+
+
+class Pipeline:
+    """Stages in order, then sinks; see the module docstring for one round."""
+
+    def __init__(self, stages: Sequence[Stage], sinks: Sequence[Sink] = (),
+                 taps: Sequence[EventTap] = ()) -> None:
+        self.stages = list(stages)
         self.sinks = list(sinks)
-        self.dns = dns
-        self.process = process
+        self.taps = list(taps)  # see every raw event first (the recorder)
         self.events = 0
         self.last_time_ns = 0
+        self._routes: dict[type, tuple[Callable[[Event, Outputs], None], ...]] = {}
+        for stage in self.stages:
+            for t in stage.accepts:
+                self._routes[t] = (*self._routes.get(t, ()), stage.on_event)
 
-    def handle(self, events: Iterable[Event]) -> None:
-        done: list[FlowRecord] = []
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def handle(self, events: Sequence[Event], now_ns: int | None = None) -> Outputs:
+        """One round: events, then a tick at now_ns when given. Returns what it produced."""
+        out = Outputs()
+        for tap in self.taps:
+            tap(events)
+        routes = self._routes
         for ev in events:
-            self.events += 1
-            self.last_time_ns = max(self.last_time_ns, ev.time_ns)
-            if isinstance(ev, DnsPacketEvent):
-                if self.dns is not None:
-                    self.dns.on_packet(ev)
-                continue
-            if isinstance(ev, ProcessEvent):
-                if self.process is not None:
-                    self.process.on_process_event(ev)
-                continue
-            if self.process is not None:
-                self.process.on_socket_event(ev)
-            if ev.kind == Kind.RELEASE and self.dns is not None:
-                self.dns.close_socket(ev.cookie, ev.time_ns)
-            done.extend(self.flows.process(ev))
-        self._emit(done)
+            for fn in routes.get(type(ev), ()):
+                fn(ev, out)
+        if events:
+            self.events += len(events)
+            self.last_time_ns = max(self.last_time_ns, max(ev.time_ns for ev in events))
+        if now_ns is not None:
+            for stage in self.stages:
+                stage.tick(now_ns, out)
+        self._deliver(out)
+        return out
 
-    def tick(self, now_ns: int) -> None:
-        """Periodic work: idle expiry. now_ns is event time for replay, wall time live."""
-        if self.dns is not None:
-            self.dns.tick(now_ns)
-        if self.process is not None:
-            self.process.tick(now_ns)
-        self._emit(self.flows.expire(now_ns))
+    def finish(self, now_ns: int) -> Outputs:
+        """End of input: open flows end now (marked incomplete), pending lookups time out."""
+        out = Outputs()
+        for stage in self.stages:
+            stage.finish(now_ns, out)
+        self._deliver(out)
+        return out
 
-    def finish(self, now_ns: int) -> None:
-        """End of input: open flows go out ended now and marked incomplete."""
-        self._emit(self.flows.drain(now_ns))
-        if self.dns is not None:
-            self.dns.finish(now_ns)
-
-    def _emit(self, records: Sequence[FlowRecord]) -> None:
-        if not records:
-            return
-        if self.dns is not None:
-            records = self.dns.annotate(records)
-        if self.process is not None:
-            records = self.process.annotate(records)
+    def close(self) -> None:
+        """Flush and close every sink (exporters wait, bounded, for their queues), then
+        release what stages hold (worker threads)."""
         for sink in self.sinks:
-            sink.export_flows(records)
+            sink.close()
+        for stage in self.stages:
+            stage.close()
+
+    def counters(self) -> dict[str, int]:
+        """Every stage's and sink's counters, prefixed with its name."""
+        out: dict[str, int] = {"pipeline.events": self.events}
+        for part in (*self.stages, *self.sinks):
+            out.update({f"{part.name}.{k}": int(v) for k, v in part.counters().items()})
+        return out
+
+    def _deliver(self, out: Outputs) -> None:
+        for stage in self.stages:
+            stage.process(out)
+        if out:
+            for sink in self.sinks:
+                sink.consume(out)

@@ -182,9 +182,9 @@ int otelp_chk_addr(struct bpf_sock_addr *ctx) { return 1; }
 int otelp_chk_ops(struct bpf_sock_ops *ops) { return 0; }
 """
 
-# Every tracepoint the agent uses: (category, event, an argument the agent reads).
+# Every tracepoint the agent uses: (category, event, an argument the agent reads). listen()
+# is seen by sock_ops (TCP_LISTEN_CB), with the socket's network namespace.
 TRACEPOINTS = (
-    ("sock", "inet_sock_set_state", "newstate"),
     ("sched", "sched_process_exec", "pid"),
     ("sched", "sched_process_fork", "child_pid"),
     ("sched", "sched_process_exit", "pid"),

@@ -3,6 +3,10 @@
 Line 1 is a header ({"otelpeers_recording": VERSION, ...}); every other line is one event.
 A malformed or truncated line is counted and skipped with its line number, so a damaged
 recording still replays everything that can be read.
+
+Format 2 (ABI 2) adds start_ns and peer_cookie to socket events (a TCP connection is one
+complete TCP_CLOSE record) and the kinds TCP_OPEN and PAIR_STATS. Format 1 files still
+replay: their CONNECT/ESTABLISHED/TCP_CLOSE sequences go through the same flow table.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from otelpeers.events import (
     Event,
     Kind,
     Owner,
+    PairStats,
     ProcessEvent,
     SocketEvent,
     TcpInfo,
@@ -32,7 +37,8 @@ from otelpeers.events import (
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PROCESS_KIND_NAMES = frozenset({"EXEC", "FORK", "EXIT", "FILE_OPEN"})
 MAX_LINE_BYTES = 64 * 1024  # an event line is < 4 KiB; anything longer is damage
 
@@ -48,7 +54,24 @@ def _owner_to_json(o: Owner | None) -> dict[str, Any] | None:
             "cgroup_id": o.cgroup_id, "comm": o.comm, "joined": o.joined}
 
 
+def _counters_from_json(v: Any, key: str) -> Counters:
+    if not isinstance(v, list) or len(v) != 6 or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in v):
+        raise ValueError(f"{key} must be a list of 6 non-negative integers")
+    return Counters(*v)
+
+
 def event_to_json(ev: Event) -> dict[str, Any]:
+    if isinstance(ev, PairStats):
+        return {
+            "kind": "PAIR_STATS", "time_ns": ev.time_ns, "start_ns": ev.start_ns,
+            "netns_cookie": ev.netns_cookie, "owner": _owner_to_json(ev.owner),
+            "family": ev.family, "protocol": ev.protocol, "direction": ev.direction.name,
+            "peer_addr": ev.peer_addr, "port": ev.port, "opened": ev.opened,
+            "failed": ev.failed, "closed": ev.closed, "lost": ev.lost,
+            "volume": list(ev.volume.as_tuple()),
+            "lost_volume": list(ev.lost_volume.as_tuple()), "overflow": ev.overflow,
+        }
     if isinstance(ev, ProcessEvent):
         return {
             "kind": ev.kind.name, "time_ns": ev.time_ns, "tgid": ev.tgid, "pid": ev.pid,
@@ -76,6 +99,10 @@ def event_to_json(ev: Event) -> dict[str, Any]:
         "peer_addr": ev.peer_addr, "peer_port": ev.peer_port,
         "counters": list(ev.counters.as_tuple()),
     }
+    if ev.start_ns:
+        d["start_ns"] = ev.start_ns
+    if ev.peer_cookie:
+        d["peer_cookie"] = ev.peer_cookie
     if ev.tcp is not None:
         d["tcp"] = [ev.tcp.bytes_acked, ev.tcp.bytes_received, ev.tcp.total_retrans,
                     ev.tcp.srtt_us]
@@ -111,6 +138,17 @@ def event_from_json(d: Any) -> Event:
     if not isinstance(d, dict):
         raise ValueError("an event line must be a JSON object")
     kind = _str(d, "kind", 32)
+    if kind == "PAIR_STATS":
+        return PairStats(
+            time_ns=_int(d, "time_ns"), start_ns=_int(d, "start_ns"),
+            netns_cookie=_int(d, "netns_cookie"), owner=_owner_from_json(d.get("owner")),
+            family=_int(d, "family", hi=255), protocol=_int(d, "protocol", hi=255),
+            direction=Direction[_str(d, "direction", 16)],
+            peer_addr=_str(d, "peer_addr", 64), port=_int(d, "port", hi=65535),
+            opened=_int(d, "opened"), failed=_int(d, "failed"), closed=_int(d, "closed"),
+            lost=_int(d, "lost"), volume=_counters_from_json(d["volume"], "volume"),
+            lost_volume=_counters_from_json(d["lost_volume"], "lost_volume"),
+            overflow=bool(d.get("overflow", False)))
     if kind in PROCESS_KIND_NAMES:
         u32 = 2**32 - 1
         return ProcessEvent(
@@ -138,10 +176,7 @@ def event_from_json(d: Any) -> Event:
             seq = _int(d, "tcp_seq", hi=2**32 - 1)
         return DnsPacketEvent(payload=payload, wire_len=_int(d, "wire_len", hi=2**32 - 1),
                               tcp_seq=seq, **common)
-    counters = d["counters"]
-    if not isinstance(counters, list) or len(counters) != 6 or not all(
-            isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counters):
-        raise ValueError("counters must be a list of 6 non-negative integers")
+    counters = _counters_from_json(d["counters"], "counters")
     tcp = None
     if d.get("tcp") is not None:
         t = d["tcp"]
@@ -152,7 +187,8 @@ def event_from_json(d: Any) -> Event:
         kind=Kind[kind], sock_type=_int(d, "sock_type", hi=255),
         released=bool(d.get("released", False)),
         old_state=_int(d, "old_state", hi=255), new_state=_int(d, "new_state", hi=255),
-        counters=Counters(*counters), tcp=tcp, **common,
+        counters=counters, tcp=tcp, start_ns=_int(d, "start_ns") if "start_ns" in d else 0,
+        peer_cookie=_int(d, "peer_cookie") if "peer_cookie" in d else 0, **common,
     )
 
 
@@ -208,10 +244,11 @@ def read_recording(path: str | os.PathLike[str], stats: ReplayStats | None = Non
             raise RecordingError(
                 f"{path}: line 1 is not an otelpeers recording header; record one with "
                 "`otelpeers record --output FILE`") from None
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise RecordingError(
                 f"{path}: recording format {version} is not supported (this otelpeers reads "
-                f"format {FORMAT_VERSION})")
+                f"formats {', '.join(map(str, READABLE_VERSIONS))}); record it again with "
+                "this version's `otelpeers record`")
         for lineno, line in enumerate(f, start=2):
             if not line.strip():
                 continue

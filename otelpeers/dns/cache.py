@@ -35,8 +35,6 @@ class Resolution:
     ttl: int  # smallest TTL along the answer (CNAMEs included)
     txn_id: str
     tgid: int | None
-    trace_id: int | None = None  # the DNS span's ids, for a span link
-    span_id: int | None = None
 
     def expires_ns(self, grace_ns: int) -> int:
         return self.time_ns + self.ttl * 1_000_000_000 + grace_ns
@@ -106,8 +104,7 @@ class ResolutionCache:
             self._now = t
 
     # ---- recording -----------------------------------------------------------------------
-    def record(self, txn: DnsTransaction, trace_id: int | None = None,
-               span_id: int | None = None) -> int:
+    def record(self, txn: DnsTransaction) -> int:
         """Remember what txn resolved; returns how many addresses were recorded."""
         self._advance(txn.end_ns)
         key = (txn.question_name, txn.qtype)
@@ -123,7 +120,7 @@ class ResolutionCache:
                 self.rejected += 1
                 continue
             r = Resolution(addr, txn.question_name, txn.qtype, txn.cname_chain, txn.end_ns,
-                           max(0, txn.ttl_min or 0), txn.txn_id, tgid, trace_id, span_id)
+                           max(0, txn.ttl_min or 0), txn.txn_id, tgid)
             self._put(self._host, addr, r)
             if tgid is not None:
                 self._put(self._proc, (tgid, addr), r)

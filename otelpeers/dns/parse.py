@@ -103,9 +103,11 @@ def _bound(text: str, limit: int) -> str:
 
 
 def name_text(name: dns.name.Name) -> str:
-    """Lower case (resolvers randomise case, "0x20"), no trailing dot, bounded."""
-    text = name.to_text(omit_final_dot=True).lower()
-    return _bound(text or ".", MAX_NAME)
+    """Lower case (resolvers randomise case, "0x20"), no trailing dot, bounded. A name made
+    too long by escaped bytes (tunnels carry binary labels) is cut on the left, so its
+    registered domain, what names are judged by, stays."""
+    text = name.to_text(omit_final_dot=True).lower() or "."
+    return text if len(text) <= MAX_NAME else "…" + text[-(MAX_NAME - 1):]
 
 
 def _category(exc: Exception) -> str:

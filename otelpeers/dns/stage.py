@@ -1,98 +1,117 @@
-"""The DNS stage of the pipeline: packets -> transactions -> spans, cache -> flow names.
+"""The DNS stage: packets -> transactions (DnsLookup outputs) -> resolution cache -> flow names.
 
 Transactions are recorded in the resolution cache as they complete, so a connection that
-ends later finds the name its process asked for. Flows are annotated at export time with
-what the cache knew at the flow's start.
+ends later finds the name its process asked for. Completed flows are annotated, in the
+stage's process() step, with what the cache knew at the flow's start.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import ClassVar
 
 from otelpeers.config import Config
 from otelpeers.dns.cache import ResolutionCache
-from otelpeers.dns.spans import DnsSpanItem, DnsSpanMapper
+from otelpeers.dns.lookups import DnsLookup
 from otelpeers.dns.tracker import DnsTracker
 from otelpeers.dns.transactions import DnsTransaction
-from otelpeers.events import Direction, DnsPacketEvent
+from otelpeers.events import Direction, DnsPacketEvent, Event, Kind, SocketEvent
 from otelpeers.flows import DnsAnnotation, FlowRecord
-
-SpanSink = Callable[[Sequence[DnsSpanItem]], None]
-TxnListener = Callable[[DnsTransaction], None]
+from otelpeers.pipeline import BaseStage, Outputs
 
 LOCAL_STUBS = ("127.0.0.53", "127.0.0.54", "::1", "127.0.0.1")
 FAR_FUTURE_NS = 10**20
 
 
-class DnsPipelineStage:
-    def __init__(self, config: Config, *, span_sink: SpanSink | None = None,
-                 on_transaction: TxnListener | None = None) -> None:
+def annotation_for(cache: ResolutionCache, dns_ports: frozenset[int],
+                   r: FlowRecord) -> DnsAnnotation | None:
+    """What the cache knew about r's peer at r's start; None: not named by DNS (inbound flows
+    and the resolver traffic itself)."""
+    if (r.direction != Direction.OUTBOUND or not r.peer_addr or r.peer_port in dns_ports
+            or r.dns is not None):
+        return None
+    tgid = r.owner.tgid if r.owner is not None else None
+    m = cache.lookup(r.peer_addr, tgid, r.start_ns)
+    if m is None:
+        return DnsAnnotation(resolved=False)
+    res = m.resolution
+    return DnsAnnotation(resolved=True, question_name=res.question_name,
+                         cname_chain=res.cname_chain, how=m.how, txn_id=res.txn_id)
+
+
+class DnsStage(BaseStage):
+    name: ClassVar[str] = "dns"
+    accepts: ClassVar[tuple[type, ...]] = (DnsPacketEvent, SocketEvent)
+
+    def __init__(self, config: Config) -> None:
         self.tracker = DnsTracker(config.dns)
         self.dns_ports = frozenset(config.dns.ports)
         self.cache = ResolutionCache(config.dns, local_resolvers=LOCAL_STUBS)
-        self.mapper = DnsSpanMapper()
-        self.span_sink = span_sink
-        self.on_transaction = on_transaction
-        self.transactions = 0
         self.flows_named = 0
         self.flows_unresolved = 0
+        # Open flows' annotations, so live progress snapshots carry their DNS name without a
+        # cache lookup every interval; dropped when the flow completes (bounded anyway).
+        self._open: OrderedDict[str, DnsAnnotation | None] = OrderedDict()
+        self._max_open = config.flows.max_flows
 
-    # ---- DnsStage protocol --------------------------------------------------------
-    def on_packet(self, ev: DnsPacketEvent) -> None:
-        self._completed(self.tracker.handle(ev))
+    def on_event(self, ev: Event, out: Outputs) -> None:
+        if isinstance(ev, DnsPacketEvent):
+            self._completed(self.tracker.handle(ev), out)
+        elif ev.kind == Kind.RELEASE:  # the socket is gone: its unanswered queries end
+            self._completed(self.tracker.close_socket(ev.cookie, ev.time_ns), out)
 
-    def close_socket(self, cookie: int, now_ns: int) -> None:
-        self._completed(self.tracker.close_socket(cookie, now_ns))
+    def tick(self, now_ns: int, out: Outputs) -> None:
+        self._completed(self.tracker.expire(now_ns), out)
 
-    def tick(self, now_ns: int) -> None:
-        self._completed(self.tracker.expire(now_ns))
+    def finish(self, now_ns: int, out: Outputs) -> None:
+        self._completed(self.tracker.expire(FAR_FUTURE_NS), out)
 
-    def finish(self, now_ns: int) -> None:
-        self._completed(self.tracker.expire(FAR_FUTURE_NS))
+    def process(self, out: Outputs) -> None:
+        if out.progress:
+            out.progress = [self._annotate_open(r) for r in out.progress]
+        if out.flows:
+            if self._open:
+                for r in out.flows:
+                    self._open.pop(r.flow_id, None)
+            out.flows = self.annotate(out.flows)
 
-    def annotate(self, records: Sequence[FlowRecord]) -> Sequence[FlowRecord]:
+    def _annotate_open(self, r: FlowRecord) -> FlowRecord:
+        if r.flow_id in self._open:
+            dns = self._open[r.flow_id]
+        else:
+            dns = self._annotation(r, count=False)
+            self._open[r.flow_id] = dns
+            if len(self._open) > self._max_open:
+                self._open.popitem(last=False)
+        return replace(r, dns=dns) if dns is not None else r
+
+    def annotate(self, records: list[FlowRecord]) -> list[FlowRecord]:
         out = []
         for r in records:
-            # Inbound flows and the resolver traffic itself are not named by DNS.
-            if (r.direction != Direction.OUTBOUND or not r.peer_addr
-                    or r.peer_port in self.dns_ports):
-                out.append(r)
-                continue
-            tgid = r.owner.tgid if r.owner is not None else 0
-            m = self.cache.lookup(r.peer_addr, tgid, r.start_ns)
-            if m is None:
-                self.flows_unresolved += 1
-                out.append(replace(r, dns=DnsAnnotation(resolved=False)))
-                continue
-            res = m.resolution
-            self.flows_named += 1
-            out.append(replace(r, dns=DnsAnnotation(
-                resolved=True, question_name=res.question_name, cname_chain=res.cname_chain,
-                how=m.how, txn_id=res.txn_id, trace_id=res.trace_id, span_id=res.span_id)))
+            dns = self._annotation(r)
+            out.append(replace(r, dns=dns) if dns is not None else r)
         return out
 
-    # ---- internals ----------------------------------------------------------------
-    def _completed(self, txns: Sequence[DnsTransaction]) -> None:
-        if not txns:
-            return
-        spans = []
+    def _annotation(self, r: FlowRecord, count: bool = True) -> DnsAnnotation | None:
+        dns = annotation_for(self.cache, self.dns_ports, r)
+        if dns is not None and count:
+            if dns.resolved:
+                self.flows_named += 1
+            else:
+                self.flows_unresolved += 1
+        return dns
+
+    def _completed(self, txns: list[DnsTransaction], out: Outputs) -> None:
         for txn in txns:
-            self.transactions += 1
             upstream = self.cache.stub_upstream_of(txn)
-            trace_id, span_id = self.mapper.ids_for(txn.txn_id)
-            self.cache.record(txn, trace_id, span_id)
-            if self.on_transaction is not None:
-                self.on_transaction(txn)
-            if self.span_sink is not None:
-                spans.append(DnsSpanItem(txn, upstream))
-        if spans and self.span_sink is not None:
-            self.span_sink(spans)
+            self.cache.record(txn)
+            out.dns.append(DnsLookup(txn, upstream))
 
-    @property
-    def stats(self) -> dict[str, int]:
-        return {**self.tracker.stats, "dns.transactions": self.transactions,
-                "dns.flows_named": self.flows_named,
-                "dns.flows_unresolved": self.flows_unresolved}
-
-
+    def counters(self) -> Mapping[str, int]:
+        stats = self.tracker.stats
+        return {**stats, "parse_errors": sum(v for k, v in stats.items()
+                                             if k.startswith("parse.error.")),
+                **{f"cache.{k}": v for k, v in self.cache.stats.items()},
+                "flows_named": self.flows_named, "flows_unresolved": self.flows_unresolved}

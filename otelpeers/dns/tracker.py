@@ -1,8 +1,8 @@
-"""One entry point for DNS packets: TCP reassembly, parsing, transaction matching, metrics.
+"""One entry point for DNS packets: TCP reassembly, parsing, transaction matching.
 
     tracker = DnsTracker(config.dns)
     for txn in tracker.handle(event):      # DnsPacketEvent from the kernel or a recording
-        ...                                # cache.record(txn, ...), export mapper.span_for(txn)
+        ...                                # the DNS stage records and emits it
     for txn in tracker.expire(now_ns):     # periodically, with event-time now
         ...
 """
@@ -13,7 +13,6 @@ import socket
 from collections import Counter
 
 from otelpeers.config import DnsConfig
-from otelpeers.dns.metrics import DnsMetrics
 from otelpeers.dns.parse import DnsParser, ParseError
 from otelpeers.dns.tcp import TcpReassembler
 from otelpeers.dns.transactions import DnsTransaction, TransactionTable
@@ -27,7 +26,6 @@ class DnsTracker:
         self.parser = DnsParser()
         self.tcp = TcpReassembler(max_streams=max_tcp_streams)
         self.transactions = TransactionTable(cfg.query_timeout_s, max_pending)
-        self.metrics = DnsMetrics()
         self._counts: Counter[str] = Counter()
 
     def handle(self, ev: DnsPacketEvent) -> list[DnsTransaction]:
@@ -49,31 +47,27 @@ class DnsTracker:
             except ParseError:
                 continue  # counted by the parser
             out.extend(self.transactions.observe(ev, msg))
-        for txn in out:
-            self.metrics.observe(txn)
+        self._counts["transactions"] += len(out)
         return out
 
     def expire(self, now_ns: int) -> list[DnsTransaction]:
         out = self.transactions.expire(now_ns)
-        for txn in out:
-            self.metrics.observe(txn)
+        self._counts["transactions"] += len(out)
         return out
 
     def close_socket(self, cookie: int, now_ns: int) -> list[DnsTransaction]:
         """The socket was released: drop its TCP streams, end its unanswered queries."""
         self.tcp.close(cookie)
         out = self.transactions.close(cookie, now_ns)
-        for txn in out:
-            self.metrics.observe(txn)
+        self._counts["transactions"] += len(out)
         return out
 
     @property
     def stats(self) -> dict[str, int]:
-        """Flat counters, prefixed by stage: parse.*, tcp.*, txn.*, metrics.*."""
-        out = {f"tracker.{k}": v for k, v in self._counts.items()}
+        """Flat counters, prefixed by step: packets, parse.*, tcp.*, txn.*."""
+        out = {"packets": 0, "transactions": 0, **self._counts}
         for prefix, stats in (("parse", self.parser.stats), ("tcp", self.tcp.stats),
-                              ("txn", self.transactions.stats),
-                              ("metrics", self.metrics.stats)):
+                              ("txn", self.transactions.stats)):
             out.update({f"{prefix}.{k}": v for k, v in stats.items()})
         out["txn.pending"] = len(self.transactions)
         out["tcp.streams"] = len(self.tcp)

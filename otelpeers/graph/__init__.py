@@ -1,4 +1,4 @@
-"""The peer relationship graph: model, pipeline stage, renderers and the live socket."""
+"""The peer relationship graph: model, pipeline sink, renderers and the live socket."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from otelpeers.graph.model import (
 )
 from otelpeers.graph.render import from_json, to_dot, to_json
 from otelpeers.graph.server import DEFAULT_SOCKET_PATH, GraphServer, start_graph_server
-from otelpeers.graph.stage import GraphStage
+from otelpeers.graph.sink import GraphSink
 
 __all__ = [
     "DEFAULT_SOCKET_PATH", "EdgeKind", "GraphEdge", "GraphNode", "GraphServer",
-    "GraphSnapshot", "GraphStage", "NodeKind", "RelationshipGraph", "from_json",
+    "GraphSink", "GraphSnapshot", "NodeKind", "RelationshipGraph", "from_json",
     "start_graph_server", "to_dot", "to_json",
 ]

@@ -1,9 +1,9 @@
-"""A span exporter writing OTLP JSON lines to size-bounded, rotated files.
+"""OTLP JSON lines in size-bounded, rotated files: traces, logs and metrics.
 
-Used when no OTLP endpoint is configured, so the agent still leaves a record. One line is
-one ExportTraceServiceRequest in the OTLP/JSON encoding (trace and span ids as hex, enums
-as integers, as the OTLP specification asks), readable by the Collector's otlpjsonfile
-receiver. Total disk use is at most max_files * max_file_bytes.
+Used when no OTLP endpoint is configured, so the agent still leaves a record of every
+signal. One line is one Export*ServiceRequest in the OTLP/JSON encoding (trace and span ids
+as hex, enums as integers, as the OTLP specification asks), readable by the Collector's
+otlpjsonfile receiver. Per signal, disk use is at most max_files * max_file_bytes.
 """
 
 from __future__ import annotations
@@ -11,63 +11,84 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import (
+    OTLPMetricExporterMixin,
+)
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otelpeers.otel.otlpjson import request_json
+from otelpeers.otel.otlpjson import logs_request_json, metrics_request_json, request_json
 
 _log = logging.getLogger(__name__)
 
-FILE_PREFIX = "otelpeers-traces"
+TRACES_PREFIX = "otelpeers-traces"
+LOGS_PREFIX = "otelpeers-logs"
+METRICS_PREFIX = "otelpeers-metrics"
 
-class RotatingJsonLinesSpanExporter(SpanExporter):
-    """Appends to <directory>/otelpeers-traces.jsonl; rotates to .1.jsonl ... when full."""
 
-    def __init__(self, directory: str | os.PathLike[str], max_file_bytes: int,
+class RotatingJsonLines:
+    """Appends lines to <directory>/<prefix>.jsonl; rotates to .1.jsonl ... when full.
+
+    write(items, encode) encodes items into one line; a line larger than a file is split in
+    halves until each fits (a single item that still does not fit is counted and dropped).
+    Thread safe."""
+
+    def __init__(self, directory: str | os.PathLike[str], prefix: str, max_file_bytes: int,
                  max_files: int) -> None:
         if max_file_bytes < 1024 or max_files < 1:
             raise ValueError("export.files: max_file_bytes must be >= 1024 and max_files >= 1")
         self.directory = Path(directory)
+        self.prefix = prefix
         self.max_file_bytes = max_file_bytes
         self.max_files = max_files
-        self.spans_too_large = 0  # a single span whose line alone exceeds max_file_bytes
+        self.items_too_large = 0
         self._lock = threading.Lock()
-        self._file = None
+        self._file: Any = None
         self._size = 0
-        self._closed = False
+        self.closed = False
 
     @property
     def current_path(self) -> Path:
-        return self.directory / f"{FILE_PREFIX}.jsonl"
+        return self.directory / f"{self.prefix}.jsonl"
 
     def rotated_path(self, n: int) -> Path:
-        return self.directory / f"{FILE_PREFIX}.{n}.jsonl"
+        return self.directory / f"{self.prefix}.{n}.jsonl"
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._closed:
-            return SpanExportResult.FAILURE
+    def write(self, items: Sequence[Any], encode: Callable[[Sequence[Any]], str]) -> bool:
+        """False when closed or the disk refused (logged)."""
+        if self.closed:
+            return False
         try:
             with self._lock:
-                self._write(list(spans))
+                self._write(list(items), encode)
         except OSError as exc:
-            _log.warning("cannot write spans to %s: %s", self.directory, exc)
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+            _log.warning("cannot write %s to %s: %s", self.prefix, self.directory, exc)
+            return False
+        return True
 
-    def _write(self, spans: list[ReadableSpan]) -> None:
-        if not spans:
+    def _write(self, items: list[Any], encode: Callable[[Sequence[Any]], str]) -> None:
+        if not items:
             return
-        line = (request_json(spans) + "\n").encode()
+        line = (encode(items) + "\n").encode()
         if len(line) > self.max_file_bytes:
-            if len(spans) == 1:
-                self.spans_too_large += 1
+            if len(items) == 1:
+                self.items_too_large += 1
                 return
-            half = len(spans) // 2  # too big for one file: split until each line fits
-            self._write(spans[:half])
-            self._write(spans[half:])
+            half = len(items) // 2  # too big for one file: split until each line fits
+            self._write(items[:half], encode)
+            self._write(items[half:], encode)
             return
         f = self._open()
         if self._size + len(line) > self.max_file_bytes and self._size > 0:
@@ -77,7 +98,7 @@ class RotatingJsonLinesSpanExporter(SpanExporter):
         f.flush()
         self._size += len(line)
 
-    def _open(self):
+    def _open(self) -> Any:
         if self._file is None:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
             fd = os.open(self.current_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
@@ -97,12 +118,81 @@ class RotatingJsonLinesSpanExporter(SpanExporter):
                 self.rotated_path(n).rename(self.rotated_path(n + 1))
         self.current_path.rename(self.rotated_path(1))
 
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class RotatingJsonLinesSpanExporter(SpanExporter):
+    """Spans as OTLP/JSON lines in <directory>/otelpeers-traces.jsonl (rotated)."""
+
+    def __init__(self, directory: str | os.PathLike[str], max_file_bytes: int,
+                 max_files: int) -> None:
+        self.files = RotatingJsonLines(directory, TRACES_PREFIX, max_file_bytes, max_files)
+
+    @property
+    def current_path(self) -> Path:
+        return self.files.current_path
+
+    def rotated_path(self, n: int) -> Path:
+        return self.files.rotated_path(n)
+
+    @property
+    def spans_too_large(self) -> int:
+        return self.files.items_too_large
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        ok = self.files.write(spans, request_json)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True  # every write is flushed
 
     def shutdown(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        self.files.close()
+
+
+class RotatingJsonLinesLogExporter(LogRecordExporter):
+    """Log records as OTLP/JSON lines in <directory>/otelpeers-logs.jsonl (rotated)."""
+
+    def __init__(self, directory: str | os.PathLike[str], max_file_bytes: int,
+                 max_files: int) -> None:
+        self.files = RotatingJsonLines(directory, LOGS_PREFIX, max_file_bytes, max_files)
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        ok = self.files.write(batch, logs_request_json)
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self.files.close()
+
+
+class RotatingJsonLinesMetricExporter(MetricExporter, OTLPMetricExporterMixin):
+    """Metrics as OTLP/JSON lines in <directory>/otelpeers-metrics.jsonl (rotated).
+
+    Temporality and histogram aggregation follow the same OTEL_EXPORTER_OTLP_METRICS_*
+    variables as the SDK's OTLP exporters (through the SDK's own mixin)."""
+
+    def __init__(self, directory: str | os.PathLike[str], max_file_bytes: int,
+                 max_files: int,
+                 preferred_temporality: dict[type, AggregationTemporality] | None = None
+                 ) -> None:
+        self._common_configuration(preferred_temporality)
+        self.files = RotatingJsonLines(directory, METRICS_PREFIX, max_file_bytes, max_files)
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
+               **kwargs: Any) -> MetricExportResult:
+        ok = self.files.write([metrics_data], lambda items: metrics_request_json(items[0]))
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.files.close()

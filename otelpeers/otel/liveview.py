@@ -1,21 +1,25 @@
-"""Live terminal view: the busiest peers, refreshed in place (not scrolling).
+"""Live terminal view: the busiest peers and the latest detections, refreshed in place.
 
-PeerTable aggregates flows per (process, peer) -- completed ones accumulate, live ones
-(FlowTable.live_flows()) are added to each snapshot without being stored -- bounded in
-size. render() is pure: rows in, one screen of text out.
+PeerTable aggregates flows per (process, peer) -- completed ones accumulate, open ones (the
+pipeline's progress snapshots) are added to each screen without being accumulated -- bounded
+in size. render() is pure: rows in, one screen of text out. LiveView is a pipeline sink.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import ClassVar, TextIO
 
+from otelpeers.detect.model import Detection
 from otelpeers.events import Direction
 from otelpeers.flows import FlowRecord
+from otelpeers.pipeline import Outputs
 
 CLEAR_HOME = "\x1b[H\x1b[2J"  # cursor home, clear screen: each refresh replaces the last
+MAX_DETECTIONS_SHOWN = 5
 
 PeerKey = tuple[str, str, str, str]  # (process, direction, peer, transport)
 
@@ -101,9 +105,10 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "~"
 
 
-def render(rows: Sequence[PeerRow], width: int, title: str = "otelpeers: busiest peers"
-           ) -> str:
-    """One screen: clear/home, title, header, one line per row; no line wider than width."""
+def render(rows: Sequence[PeerRow], width: int, title: str = "otelpeers: busiest peers",
+           detections: Sequence[Detection] = ()) -> str:
+    """One screen: clear/home, title, header, one line per row, then the latest detections;
+    no line wider than width."""
     width = max(width, 40)
     fixed = 3 + 5 + 10 + 10 + 7 + 6  # dir, transport, out, in, conns, spaces
     proc_w = max(8, min(16, (width - fixed) // 3))
@@ -121,23 +126,58 @@ def render(rows: Sequence[PeerRow], width: int, title: str = "otelpeers: busiest
     if not rows:
         lines.append("(no flows yet)")
     lines.append(_cut("* = some connections still open", width))
+    if detections:
+        lines.append(_cut("latest detections:", width))
+        for d in reversed(detections):
+            when = time.strftime("%H:%M:%S", time.localtime(d.time_ns / 1e9))
+            lines.append(_cut(f"{when} {d.severity.text.upper():<8} {d.rule.name:<22} "
+                              f"{d.summary}", width))
     return CLEAR_HOME + "\n".join(lines) + "\n"
 
 
 class LiveView:
-    """Writes a refreshed table to a terminal; the caller decides when (e.g. every 2 s)."""
+    """A pipeline sink writing a refreshed table to a terminal at most every refresh_s."""
 
-    def __init__(self, stream: TextIO, table: PeerTable | None = None, top: int = 20) -> None:
+    name: ClassVar[str] = "live_view"
+
+    def __init__(self, stream: TextIO, table: PeerTable | None = None, top: int = 20,
+                 refresh_s: float = 2.0, max_open: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream
         self.table = table or PeerTable()
         self.top = top
+        self.refresh_s = refresh_s
+        self.max_open = max_open
+        self._clock = clock
+        self._next = clock()
+        self._open: OrderedDict[str, FlowRecord] = OrderedDict()  # flow id -> latest snapshot
+        self.detections: deque[Detection] = deque(maxlen=MAX_DETECTIONS_SHOWN)
 
-    def add_completed(self, records: Iterable[FlowRecord]) -> None:
-        self.table.add_completed(records)
+    def consume(self, out: Outputs) -> None:
+        for r in out.progress:
+            self._open[r.flow_id] = r
+            self._open.move_to_end(r.flow_id)
+            if len(self._open) > self.max_open:
+                self._open.popitem(last=False)
+        for r in out.flows:
+            self._open.pop(r.flow_id, None)
+        self.table.add_completed(out.flows)
+        self.detections.extend(out.detections)
+        if self._clock() >= self._next:
+            self._next = self._clock() + self.refresh_s
+            self.refresh()
 
-    def refresh(self, live: Iterable[FlowRecord] = (), width: int | None = None) -> None:
+    def refresh(self, width: int | None = None) -> None:
         if width is None:
             import shutil
             width = shutil.get_terminal_size((100, 24)).columns
-        self.stream.write(render(self.table.snapshot(live, self.top), width))
+        self.stream.write(render(self.table.snapshot(self._open.values(), self.top), width,
+                                 detections=list(self.detections)))
         self.stream.flush()
+
+    def counters(self) -> Mapping[str, int]:
+        return {"peers": len(self.table), "peers_evicted": self.table.evicted,
+                "open_flows_live": len(self._open)}
+
+    def close(self) -> None:
+        pass

@@ -2,7 +2,7 @@
 
 Spans are built directly as ReadableSpan, without a Tracer or SpanProcessor: a flow is
 already complete when it reaches us, and the per-span machinery of the SDK (context,
-locks, processors) would cost more than the flow itself.
+locks, processors) would cost more than the flow itself. Ids come from otelpeers.ids.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from opentelemetry.trace.status import Status, StatusCode
 
 from otelpeers import __version__
 from otelpeers import attributes as A
+from otelpeers.detect.model import Detection
 from otelpeers.events import Direction
 from otelpeers.flows import CloseReason, FlowRecord
-from otelpeers.otel.ids import FlowIds
+from otelpeers.ids import SpanIds
+from otelpeers.otel.detections import detection_attributes
 
 SCOPE = InstrumentationScope(A.SCOPE_NAME, __version__)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -120,36 +122,38 @@ def flow_attributes(record: FlowRecord) -> dict[str, object]:
     return attrs
 
 
+def detection_events(detections: tuple[Detection, ...]) -> tuple[SpanEvent, ...]:
+    """Detections on a span's flow or lookup, as span events named otelpeers.detection."""
+    return tuple(SpanEvent(A.EVENT_DETECTION, detection_attributes(d), timestamp=d.time_ns)
+                 for d in detections)
+
+
 class SpanMapper:
     """Builds the span of one flow record; stateless apart from the boot id."""
 
-    def __init__(self, ids: FlowIds) -> None:
+    def __init__(self, ids: SpanIds) -> None:
         self._ids = ids
 
-    def span_context(self, flow_id: str) -> SpanContext:
-        trace_id, span_id = self._ids.trace_and_span(flow_id)
-        return SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
-
     def to_span(self, record: FlowRecord, resource: Resource) -> ReadableSpan:
-        trace_id, span_id = self._ids.trace_and_span(record.flow_id)
+        trace_id, span_id = self._ids.flow(record.flow_id)
         parent = None
         if record.direction == Direction.INBOUND and record.local_peer_flow_id:
             # Both ends on this host: the server span joins the client's trace as its child.
-            trace_id, parent_span_id = self._ids.trace_and_span(record.local_peer_flow_id)
+            trace_id, parent_span_id = self._ids.flow(record.local_peer_flow_id)
             parent = SpanContext(trace_id, parent_span_id, is_remote=False,
                                  trace_flags=_SAMPLED)
         error = _ERRORS.get(record.close_reason)
         status = Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET)
         links: tuple[Link, ...] = ()
         dns = record.dns
-        if dns is not None and dns.resolved and dns.trace_id and dns.span_id:
-            ctx = SpanContext(dns.trace_id, dns.span_id, is_remote=False, trace_flags=_SAMPLED)
+        if dns is not None and dns.resolved and dns.txn_id:
+            ctx = SpanContext(*self._ids.dns(dns.txn_id), is_remote=False, trace_flags=_SAMPLED)
             links = (Link(ctx, {A.DNS_LINK_KIND: "resolution", A.DNS_MATCH: dns.how,
                                 A.DNS_QUESTION_NAME: dns.question_name}),)
         events = tuple(
             SpanEvent(A.EVENT_SENSITIVE_FILE, {A.FILE_PATH: f.path, A.FILE_OPEN_FLAGS: f.flags},
                       timestamp=f.time_ns)
-            for f in record.files)
+            for f in record.files) + detection_events(record.detections)
         return ReadableSpan(
             name=span_name(record),
             context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),

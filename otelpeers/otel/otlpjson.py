@@ -152,3 +152,41 @@ def request_json(spans: Sequence[ReadableSpan]) -> str:
             rs += ',"schemaUrl":' + _q(resource.schema_url)
         resource_spans.append(rs + "}")
     return '{"resourceSpans":[' + ",".join(resource_spans) + "]}"
+
+
+# ---- logs and metrics: through the SDK's protobuf encoders ------------------------------
+# Detections and metric exports are rare (per detection, per interval), so the protobuf
+# route is cheap enough here; only the ids need fixing, since protobuf's JSON mapping writes
+# bytes as base64 and OTLP/JSON wants lowercase hex.
+_ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId"})
+
+
+def _hex_ids(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: (base64.b64decode(v).hex() if k in _ID_FIELDS and isinstance(v, str)
+                    else _hex_ids(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_hex_ids(x) for x in node]
+    return node
+
+
+def proto_json(message: Any) -> str:
+    """An OTLP protobuf request as one line of OTLP/JSON."""
+    import json
+
+    from google.protobuf.json_format import MessageToDict
+
+    return json.dumps(_hex_ids(MessageToDict(message, use_integers_for_enums=True)),
+                      separators=(",", ":"))
+
+
+def logs_request_json(records: Sequence[Any]) -> str:
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+    return proto_json(encode_logs(records))
+
+
+def metrics_request_json(data: Any) -> str:
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    return proto_json(encode_metrics(data))

@@ -6,13 +6,16 @@ import platform
 import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cachetools import LRUCache
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
 from otelpeers import attributes as A
 from otelpeers.events import Owner
+from otelpeers.process.table import ProcessInfo, ProcessTable
 
 AttributeValue = (str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int]
                   | Sequence[float])
@@ -64,6 +67,72 @@ def default_process_attributes(owner: Owner) -> Mapping[str, AttributeValue]:
         A.PROCESS_PID: owner.tgid,
         A.PROCESS_EXECUTABLE_NAME: owner.comm,
     }
+
+
+def info_attributes(info: ProcessInfo) -> dict[str, AttributeValue]:
+    """ProcessInfo -> resource attributes; None fields are left out, never guessed."""
+    attrs: dict[str, AttributeValue] = {
+        A.SERVICE_NAME: info.name or A.UNKNOWN_SERVICE,
+        A.PROCESS_PID: info.pid,
+        A.PROCESS_PARENT_PID: info.ppid,
+        A.PROCESS_CONTEXT: "procfs",
+    }
+    optional: dict[str, Any] = {
+        A.PROCESS_EXECUTABLE_NAME: info.exe_name,
+        A.PROCESS_EXECUTABLE_PATH: info.exe_path,
+        A.PROCESS_COMMAND_LINE: info.command_line,
+        A.PROCESS_OWNER: info.user_name,
+        A.PROCESS_USER_ID: info.euid,
+        A.PROCESS_USER_NAME: info.user_name,
+        A.PROCESS_REAL_USER_ID: info.uid,
+        A.PROCESS_REAL_USER_NAME: info.real_user_name,
+        A.PROCESS_GROUP_ID: info.egid,
+        A.PROCESS_GROUP_NAME: info.group_name,
+        A.PROCESS_VPID: info.vpid,
+        A.PROCESS_LINUX_CGROUP: info.cgroup_line,
+        A.CONTAINER_ID: info.container_id,
+        A.CONTAINER_RUNTIME_NAME: info.container_runtime,
+        A.PROCESS_EXE_SHA256: info.exe_sha256,
+        A.NETNS_INODE: info.net_ns,
+        A.PIDNS_INODE: info.pid_ns,
+        A.MNTNS_INODE: info.mnt_ns,
+    }
+    attrs.update({k: v for k, v in optional.items() if v is not None})
+    if info.creation_time_ns is not None:
+        attrs[A.PROCESS_CREATION_TIME] = datetime.fromtimestamp(
+            info.creation_time_ns / 1e9, UTC).isoformat()
+    if info.ancestry:
+        attrs[A.PROCESS_ANCESTRY] = [name for _, name in info.ancestry]
+        attrs[A.PROCESS_ANCESTRY_PIDS] = [pid for pid, _ in info.ancestry]
+    return attrs
+
+
+def table_process_attributes(table: ProcessTable) -> ProcessAttributes:
+    """Resource attributes for the process that owned a socket, from the process table.
+
+    When /proc has nothing (the process exited before it was read), only what the kernel
+    said is used, and otelpeers.process.context says "exited"."""
+
+    def attributes(owner: Owner) -> dict[str, AttributeValue]:
+        info = table.lookup(owner.tgid, comm_hint=owner.comm)
+        if info is None:
+            attrs: dict[str, AttributeValue] = {
+                A.SERVICE_NAME: owner.comm or A.UNKNOWN_SERVICE,
+                A.PROCESS_PID: owner.tgid,
+                A.PROCESS_USER_ID: owner.uid,
+                A.PROCESS_GROUP_ID: owner.gid,
+                A.PROCESS_CONTEXT: "exited",
+            }
+            name = table.user_name(owner.uid)
+            if name is not None:
+                attrs[A.PROCESS_OWNER] = name
+        else:
+            attrs = info_attributes(info)
+        if owner.cgroup_id:
+            attrs[A.PROCESS_CGROUP_ID] = owner.cgroup_id
+        return attrs
+
+    return attributes
 
 
 class ResourceCache:

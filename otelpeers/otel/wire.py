@@ -1,12 +1,16 @@
-"""A fast OTLP protobuf encoder for the spans FlowSpanExporter builds.
+"""A fast OTLP protobuf encoder for the spans the agent builds, and exporters using it.
 
 The SDK's encoder (encode_spans) creates one protobuf object per attribute through several
 Python calls each and costs ~45 us per flow span: more than everything else in the export
-path together. Flow spans are simple (attributes of scalar types, no events, links or trace
-state), so they are written here as protobuf wire bytes directly, with the bytes of every
-attribute key and of each resource and scope computed once. The result is parsed back into
-the SDK's message type (C code) so the stock OTLP exporters send it unchanged. Anything
-this encoder does not handle falls back to encode_spans; tests compare both outputs.
+path together. The agent's spans are simple (attributes of scalar or list types, events,
+links, no trace state), so they are written here as protobuf wire bytes directly, with the
+bytes of every attribute key and of each resource and scope computed once. Anything this
+encoder does not handle falls back to encode_spans; tests compare both outputs.
+
+Both exporters reuse the SDK's transport through one private hook each (gRPC:
+_translate_data; HTTP: _client.export). tests/unit/test_otel_wire.py exports to a real local
+server through both and fails when an SDK upgrade moves either hook, instead of silently
+losing the fast path.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from functools import lru_cache
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind
 
 _KIND = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3,
@@ -93,7 +101,7 @@ def _attributes(field: int, attrs: Mapping[str, object] | None) -> bytes:
     cache = _kv_cache
     for k, v in attrs.items():
         t = type(v)
-        ck = (k, v, t) if t is str or t is bool else None
+        ck = (field, k, v, t) if t is str or t is bool else None  # the tag differs by field
         if ck is not None:
             b = cache.get(ck)
             if b is not None:
@@ -110,9 +118,29 @@ def _attributes(field: int, attrs: Mapping[str, object] | None) -> bytes:
     return b"".join(parts)
 
 
+def _event(ev: object) -> bytes:
+    """Span.events (field 11): Event{time_unix_nano=1 fixed64, name=2, attributes=3}."""
+    body = b"\x09" + _pack_q(ev.timestamp) + _ld(2, ev.name.encode()) + _attributes(
+        3, ev.attributes)
+    if getattr(ev, "dropped_attributes", 0):
+        raise Unsupported("dropped event attributes")
+    return _ld(11, body)
+
+
+def _link(link: object) -> bytes:
+    """Span.links (field 13): Link{trace_id=1, span_id=2, attributes=4, flags=6 fixed32}."""
+    lc = link.context
+    if lc.trace_state or getattr(link, "dropped_attributes", 0):
+        raise Unsupported("link trace state or dropped link attributes")
+    body = (b"\x0a\x10" + lc.trace_id.to_bytes(16, "big") + b"\x12\x08"
+            + lc.span_id.to_bytes(8, "big") + _attributes(4, link.attributes)
+            + b"\x35" + (_FLAGS_REMOTE if lc.is_remote else _FLAGS))
+    return _ld(13, body)
+
+
 def _span(s: ReadableSpan) -> bytes:
-    if s.events or s.links or s.dropped_attributes:
-        raise Unsupported("events, links or dropped attributes")
+    if s.dropped_attributes or s.dropped_events or s.dropped_links:
+        raise Unsupported("dropped attributes, events or links")
     ctx = s.context
     if ctx.trace_state:
         raise Unsupported("trace state")
@@ -124,6 +152,8 @@ def _span(s: ReadableSpan) -> bytes:
     out += (_ld(5, s.name.encode()), b"\x30", _varint(_KIND[s.kind]),
             b"\x39", _pack_q(s.start_time), b"\x41", _pack_q(s.end_time),
             _attributes(9, s.attributes))
+    out.extend(_event(ev) for ev in s.events)
+    out.extend(_link(link) for link in s.links)
     st = s.status
     status = b""
     if st.description:
@@ -190,8 +220,23 @@ def encode_request(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
         return encode_spans(spans)
 
 
-class FastOTLPSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/gRPC span exporter with the fast encoder."""
+class FastGrpcSpanExporter(OTLPSpanExporter):
+    """The SDK's OTLP/gRPC span exporter with the fast encoder (through _translate_data)."""
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
         return encode_request(data)
+
+
+class FastHttpSpanExporter(HttpSpanExporter):
+    """The SDK's OTLP/HTTP span exporter with the fast encoder: the request bytes go to the
+    SDK's own HTTP client (retries, compression, headers, TLS stay the SDK's)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        try:
+            data = encode_request_bytes(spans)
+        except Unsupported:
+            data = encode_spans(spans).SerializePartialToString()
+        return (SpanExportResult.SUCCESS if self._client.export(data).success
+                else SpanExportResult.FAILURE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from otelpeers.process.container import ContainerRef, container_from_cgroup, container_from_path
 from otelpeers.process.redact import REDACTED, redact_argv, redact_command_line
-from otelpeers.process.table import ProcessInfo, ProcessTable, info_attributes
+from otelpeers.process.table import ProcessInfo, ProcessTable
 
 __all__ = [
     "REDACTED",
@@ -13,7 +13,6 @@ __all__ = [
     "ProcessTable",
     "container_from_cgroup",
     "container_from_path",
-    "info_attributes",
     "redact_argv",
     "redact_command_line",
 ]

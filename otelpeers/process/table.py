@@ -3,7 +3,12 @@
 Read from procfs on first sight, cached (bounded LRU), revalidated by start time so that a
 reused pid is never given the context of the process that had it before. Exited processes
 stay for config.process.exited_grace_s so that flows closing after their owner's exit
-still get its context. Thread safe: the exporter asks for attributes from its own thread.
+still get its context. Thread safe: the prefetch worker reads /proc, the exporter asks for
+attributes from its own thread; /proc reads and executable hashing happen outside the lock,
+and the pipeline thread itself only peeks at the cache (ProcessStage).
+
+A process caught between exec and the kernel setting up its arguments has an empty
+/proc/PID/cmdline: such an entry is re-read on its next lookups (CMDLINE_RETRIES).
 """
 
 from __future__ import annotations
@@ -17,15 +22,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cachetools import Cache, LRUCache
 
-from otelpeers import attributes as A
 from otelpeers.config import ProcessConfig
-from otelpeers.events import Owner
 from otelpeers.process.container import container_from_cgroup
 from otelpeers.process.procfs import MAX_COMM, ProcFS, RawProcess, sanitize
 from otelpeers.process.redact import redact_argv
@@ -37,8 +39,8 @@ MAX_NAME_ENTRIES = 4096  # uid/gid -> name entries remembered
 REVALIDATE_S = 1.0  # a cached live entry's start time is re-checked at most this often
 COMM_RECHECK_S = 0.1  # ... or this often when the kernel's comm differs (exec, named thread)
 _DELETED = " (deleted)"
+CMDLINE_RETRIES = 5  # lookups that re-read an empty command line of a live process
 
-AttributeValue = str | int | list[str] | list[int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,9 @@ class ProcessTable:
         self._stats = dict.fromkeys((
             "lookups", "hits", "misses", "vanished", "reused", "reread_exec", "evictions",
             "expired", "hash_computed", "hash_hits", "hash_skipped", "hash_errors",
-            "ancestry_reads"), 0)
+            "ancestry_reads", "cmdline_empty", "cmdline_reread"), 0)
+        self._cmdline_pending: dict[int, int] = {}  # tgid -> re-reads left
+        self._hash_lock = threading.Lock()  # the digest cache; hashing itself is unlocked
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -151,11 +155,13 @@ class ProcessTable:
             info = self._cache.get(tgid)
             if info is not None:
                 fresh = self._revalidate(tgid, info, start_hint_ns, comm_hint)
-                if fresh is not None:
+                if fresh is not None and tgid not in self._cmdline_pending:
                     self._stats["hits"] += 1
                     return fresh
+                if fresh is not None:
+                    return self._retry_cmdline(tgid, fresh)
             self._stats["misses"] += 1
-            return self._load(tgid)
+        return self._load(tgid)
 
     def on_exec(self, tgid: int) -> None:
         """The process replaced its image: forget what was read about it."""
@@ -194,44 +200,26 @@ class ProcessTable:
                 n += 1
         return n
 
-    def resource_attributes(self, owner: Owner) -> dict[str, AttributeValue]:
-        """OTel resource attributes for the process that owned a socket.
+    def peek(self, tgid: int) -> ProcessInfo | None:
+        """The cached context of tgid, without reading /proc (for the pipeline thread)."""
+        with self._lock:
+            return self._cache.peek(tgid)
 
-        Unknown values are left out, never guessed. When procfs has nothing (the process
-        exited before it was read), only what the kernel said is used, and
-        otelpeers.process.context says "exited".
-        """
-        with self._lock:  # the exporter calls from its own thread; name caches are shared
-            return self._resource_attributes(owner)
-
-    def _resource_attributes(self, owner: Owner) -> dict[str, AttributeValue]:
-        info = self.lookup(owner.tgid, comm_hint=owner.comm)
-        if info is None:
-            attrs: dict[str, AttributeValue] = {
-                A.SERVICE_NAME: owner.comm or A.UNKNOWN_SERVICE,
-                A.PROCESS_PID: owner.tgid,
-                A.PROCESS_USER_ID: owner.uid,
-                A.PROCESS_GROUP_ID: owner.gid,
-                A.PROCESS_CONTEXT: "exited",
-            }
-            name = self._user_name(owner.uid)
-            if name is not None:
-                attrs[A.PROCESS_OWNER] = name
-        else:
-            attrs = info_attributes(info)
-        if owner.cgroup_id:
-            attrs[A.PROCESS_CGROUP_ID] = owner.cgroup_id
-        return attrs
+    def user_name(self, uid: int | None) -> str | None:
+        with self._lock:
+            return self._user_name(uid)
 
     # ---- internals ----------------------------------------------------------------------
 
     def _evicted(self, tgid: int) -> None:
         self._stats["evictions"] += 1
+        self._cmdline_pending.pop(tgid, None)
         self._exited.pop(tgid, None)
         self._checked.pop(tgid, None)
 
     def _forget(self, tgid: int) -> None:
         self._cache.pop(tgid, None)
+        self._cmdline_pending.pop(tgid, None)
         self._exited.pop(tgid, None)
         self._checked.pop(tgid, None)
 
@@ -272,16 +260,48 @@ class ProcessTable:
         return info
 
     def _load(self, tgid: int) -> ProcessInfo | None:
+        """Read tgid from /proc (outside the lock: reads and hashing may be slow), then
+        cache it."""
         raw = self.procfs.read_process(tgid, self.config.max_command_line)
         if raw is None:
-            self._stats["vanished"] += 1
+            with self._lock:
+                self._stats["vanished"] += 1
             return None
-        info = self._build(raw)
-        self._cache[tgid] = info
-        self._checked[tgid] = self._clock()
-        return info
+        if not raw.argv and raw.exe_path:
+            # Between exec and the kernel setting up the new arguments: read once more.
+            os.sched_yield()
+            cmd = self.procfs.cmdline(tgid, self.config.max_command_line)
+            if cmd is not None and cmd[0]:
+                raw = replace(raw, argv=cmd[0], cmdline_truncated=cmd[1])
+        digest = self._exe_sha256(raw.pid) if (
+            self.config.hash_executables and raw.exe_path) else None
+        with self._lock:
+            info = self._build(raw, digest)
+            self._cache[tgid] = info
+            self._checked[tgid] = self._clock()
+            if not raw.argv and raw.exe_path:
+                self._cmdline_pending[tgid] = CMDLINE_RETRIES
+                self._stats["cmdline_empty"] += 1
+            return info
 
-    def _build(self, raw: RawProcess) -> ProcessInfo:
+    def _retry_cmdline(self, tgid: int, info: ProcessInfo) -> ProcessInfo:
+        """A live process whose command line read empty: read it again (lock held)."""
+        left = self._cmdline_pending.pop(tgid, 0)
+        cmd = self.procfs.cmdline(tgid, self.config.max_command_line)
+        if cmd is None or not cmd[0]:
+            if left > 1:
+                self._cmdline_pending[tgid] = left - 1
+            return info
+        self._stats["cmdline_reread"] += 1
+        argv, truncated = cmd
+        raw_argv = redact_argv(argv) if self.config.redact_command_lines else list(argv)
+        text = sanitize(" ".join(raw_argv), self.config.max_command_line)
+        text = text + " …" if truncated and not text.endswith("…") else text
+        fresh = replace(info, command_line=text, command_line_truncated=truncated)
+        self._cache[tgid] = fresh
+        return fresh
+
+    def _build(self, raw: RawProcess, exe_sha256: str | None) -> ProcessInfo:
         st = raw.status
         uid, euid = (st.uid, st.euid) if st else (None, None)
         gid, egid = (st.gid, st.egid) if st else (None, None)
@@ -313,8 +333,7 @@ class ProcessTable:
             pid_ns=raw.pid_ns,
             net_ns=raw.net_ns,
             mnt_ns=raw.mnt_ns,
-            exe_sha256=self._exe_sha256(raw.pid) if (
-                self.config.hash_executables and raw.exe_path) else None,
+            exe_sha256=exe_sha256,
             ancestry=self._ancestry(raw),
         )
 
@@ -347,31 +366,38 @@ class ProcessTable:
             pid, child_start = st.ppid, st.start_ticks
         return tuple(chain)
 
+    def _count(self, name: str) -> None:
+        with self._hash_lock:
+            self._stats[name] += 1
+
     def _exe_sha256(self, pid: int) -> str | None:
+        """Called without the table lock: a large binary must not stall other lookups."""
         # Opened through /proc/PID/exe: the very file the process runs, whatever its mount
         # namespace, even if the path was since replaced.
         try:
             fd = os.open(self.procfs.path(pid, "exe"), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            self._stats["hash_errors"] += 1
+            self._count("hash_errors")
             return None
         try:
             st = os.fstat(fd)
             key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-            digest = self._hashes.get(key)
+            with self._hash_lock:
+                digest = self._hashes.get(key)
             if digest is not None:
-                self._stats["hash_hits"] += 1
+                self._count("hash_hits")
                 return digest
             if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_HASH_BYTES:
-                self._stats["hash_skipped"] += 1
+                self._count("hash_skipped")
                 return None
             with os.fdopen(fd, "rb", closefd=False) as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
-            self._hashes[key] = digest
-            self._stats["hash_computed"] += 1
+            with self._hash_lock:
+                self._hashes[key] = digest
+                self._stats["hash_computed"] += 1
             return digest
         except OSError:
-            self._stats["hash_errors"] += 1
+            self._count("hash_errors")
             return None
         finally:
             os.close(fd)
@@ -397,41 +423,3 @@ class ProcessTable:
             name = None  # no such user on this host (a container's own user, often)
         self._names[key] = sanitize(name, MAX_COMM) if name else None
         return self._names[key]
-
-
-def info_attributes(info: ProcessInfo) -> dict[str, AttributeValue]:
-    """ProcessInfo -> resource attributes; None fields are left out."""
-    attrs: dict[str, AttributeValue] = {
-        A.SERVICE_NAME: info.name or A.UNKNOWN_SERVICE,
-        A.PROCESS_PID: info.pid,
-        A.PROCESS_PARENT_PID: info.ppid,
-        A.PROCESS_CONTEXT: "procfs",
-    }
-    optional: dict[str, Any] = {
-        A.PROCESS_EXECUTABLE_NAME: info.exe_name,
-        A.PROCESS_EXECUTABLE_PATH: info.exe_path,
-        A.PROCESS_COMMAND_LINE: info.command_line,
-        A.PROCESS_OWNER: info.user_name,
-        A.PROCESS_USER_ID: info.euid,
-        A.PROCESS_USER_NAME: info.user_name,
-        A.PROCESS_REAL_USER_ID: info.uid,
-        A.PROCESS_REAL_USER_NAME: info.real_user_name,
-        A.PROCESS_GROUP_ID: info.egid,
-        A.PROCESS_GROUP_NAME: info.group_name,
-        A.PROCESS_VPID: info.vpid,
-        A.PROCESS_LINUX_CGROUP: info.cgroup_line,
-        A.CONTAINER_ID: info.container_id,
-        A.CONTAINER_RUNTIME_NAME: info.container_runtime,
-        A.PROCESS_EXE_SHA256: info.exe_sha256,
-        A.NETNS_INODE: info.net_ns,
-        A.PIDNS_INODE: info.pid_ns,
-        A.MNTNS_INODE: info.mnt_ns,
-    }
-    attrs.update({k: v for k, v in optional.items() if v is not None})
-    if info.creation_time_ns is not None:
-        attrs[A.PROCESS_CREATION_TIME] = datetime.fromtimestamp(
-            info.creation_time_ns / 1e9, UTC).isoformat()
-    if info.ancestry:
-        attrs[A.PROCESS_ANCESTRY] = [name for _, name in info.ancestry]
-        attrs[A.PROCESS_ANCESTRY_PIDS] = [pid for pid, _ in info.ancestry]
-    return attrs

@@ -9,27 +9,31 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from otelpeers.config import Config
+from otelpeers.detect.model import Detection
 from otelpeers.dns.transactions import DnsTransaction
+from otelpeers.drive import WallClock, drive
 from otelpeers.events import Event
 from otelpeers.flows import FlowRecord
 from otelpeers.kernel.loader import KernelSensors
 from otelpeers.kernel.source import KernelSource
+from otelpeers.pipeline import Outputs
 
 PEERS = str(Path(__file__).with_name("peers.py"))
 PYTHON = sys.executable
 
 
 class Agent:
-    """Sensors + source + pipeline in a background thread, collecting flows and events."""
+    """The agent's own pipeline (build_agent, minus export) driven by otelpeers.drive in a
+    background thread with the real sensors, collecting flows, events, DNS lookups and
+    detections for the test to wait on."""
 
-    def __init__(self, config: Config | None = None) -> None:
-        from otelpeers.assembly import assemble
+    def __init__(self, config: Config | None = None, *, tick_ns: int = 200_000_000) -> None:
+        from otelpeers.agent import build_agent
 
         config = config or Config()
         # Short intervals so idle expiry and volume reads happen within a test.
@@ -37,61 +41,74 @@ class Agent:
         self.records: list[FlowRecord] = []
         self.events: list[Event] = []
         self.transactions: list[DnsTransaction] = []
+        self.detections: list[Detection] = []
         self._cond = threading.Condition()
+        self.tick_ns = tick_ns
         self.sensors = KernelSensors(self.config)
         self.sensors.start()
         try:
             self.source = KernelSource(self.sensors, stats_interval_s=0.5)
-            # The agent's own assembly, minus export: what `otelpeers run` builds.
-            self.assembled = assemble(self.config, live_host=True, export=False,
-                                      extra_sinks=[self],
-                                      on_transaction=self.transactions.append)
-            self.pipeline = self.assembled.pipeline
-            self.process_table = self.assembled.process_table
-            self.dns = self.pipeline.dns
+            self.built = build_agent(self.config, live_host=True, export=False,
+                                     extra_sinks=[_Collector(self)])
+            self.built.pipeline.taps.append(self._tap)
+            self.built.sources.append(self.source)
+            self.pipeline = self.built.pipeline
+            self.process_table = self.built.process_table
+            self.dns = self.built.stage("dns")
             self._thread = threading.Thread(target=self._loop, name="agent", daemon=True)
             self._thread.start()
         except BaseException:
             self.sensors.close()
             raise
 
-    def export_flows(self, records: Sequence[FlowRecord]) -> None:
-        self.records.extend(records)  # called with self._cond held
+    def _tap(self, batch: Sequence[Event]) -> None:
+        self.events.extend(batch)
 
     def _loop(self) -> None:
-        next_tick = 0
-        for batch in self.source.batches(poll_timeout_ms=50):
+        def wake() -> None:
             with self._cond:
-                self.events.extend(batch)
-                self.pipeline.handle(batch)
-                if time.monotonic_ns() >= next_tick:
-                    self.pipeline.tick(time.time_ns())
-                    next_tick = time.monotonic_ns() + 200_000_000
                 self._cond.notify_all()
 
-    def wait_flow(self, pred: Callable[[FlowRecord], bool], timeout: float = 15.0) -> FlowRecord:
+        drive(self.source, self.pipeline, WallClock(self.tick_ns), after_batch=wake)
+
+    def _wait(self, what: str, found: Callable[[], object | None], timeout: float) -> object:
+        """Wait until found() returns something (checked after every pipeline round)."""
         with self._cond:
-            ok = self._cond.wait_for(lambda: any(pred(r) for r in self.records), timeout)
-            if not ok:
-                raise AssertionError(f"no matching flow within {timeout}s; flows seen: "
-                                     f"{[self._brief(r) for r in self.records][-20:]}")
-            return next(r for r in self.records if pred(r))
+            hit = self._cond.wait_for(found, timeout)
+        if not hit:
+            raise AssertionError(f"no matching {what} within {timeout}s")
+        return hit
+
+    def wait_flow(self, pred: Callable[[FlowRecord], bool], timeout: float = 15.0) -> FlowRecord:
+        try:
+            return self._wait("flow", lambda: next((r for r in list(self.records)
+                                                    if pred(r)), None), timeout)
+        except AssertionError:
+            raise AssertionError(f"no matching flow within {timeout}s; flows seen: "
+                                 f"{[self._brief(r) for r in self.records][-20:]}") from None
 
     def wait_event(self, pred: Callable[[Event], bool], timeout: float = 15.0) -> Event:
-        with self._cond:
-            ok = self._cond.wait_for(lambda: any(pred(e) for e in self.events), timeout)
-            if not ok:
-                raise AssertionError(f"no matching event within {timeout}s")
-            return next(e for e in self.events if pred(e))
+        return self._wait("event", lambda: next((e for e in list(self.events) if pred(e)),
+                                                None), timeout)
 
     def wait_txn(self, pred: Callable[[DnsTransaction], bool],
                  timeout: float = 15.0) -> DnsTransaction:
-        with self._cond:
-            ok = self._cond.wait_for(lambda: any(pred(t) for t in self.transactions), timeout)
-            if not ok:
-                seen = [(t.question_name, t.qtype, t.rcode) for t in self.transactions]
-                raise AssertionError(f"no matching DNS transaction within {timeout}s: {seen}")
-            return next(t for t in self.transactions if pred(t))
+        try:
+            return self._wait("DNS transaction", lambda: next(
+                (t for t in list(self.transactions) if pred(t)), None), timeout)
+        except AssertionError:
+            seen = [(t.question_name, t.qtype, t.rcode) for t in self.transactions]
+            raise AssertionError(f"no matching DNS transaction within {timeout}s: "
+                                 f"{seen}") from None
+
+    def wait_detection(self, pred: Callable[[Detection], bool],
+                       timeout: float = 15.0) -> Detection:
+        try:
+            return self._wait("detection", lambda: next(
+                (d for d in list(self.detections) if pred(d)), None), timeout)
+        except AssertionError:
+            seen = [(d.rule.name, d.actor.key, d.summary) for d in self.detections]
+            raise AssertionError(f"no matching detection within {timeout}s: {seen}") from None
 
     @staticmethod
     def _brief(r: FlowRecord) -> str:
@@ -100,11 +117,32 @@ class Agent:
                 f"{r.peer_addr}:{r.peer_port} {r.close_reason.value}")
 
     def stop(self) -> None:
+        """Stop the source; the loop finishes the pipeline (open flows end) and returns."""
         self.source.stop()
         self._thread.join(timeout=10)
-        with self._cond:
-            self.pipeline.finish(time.time_ns())
+        self.built.close()
         self.sensors.close()
+
+
+class _Collector:
+    """A sink keeping what the test waits for."""
+
+    name = "test_collector"
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def consume(self, out: Outputs) -> None:
+        a = self.agent
+        a.records.extend(out.flows)
+        a.transactions.extend(lk.txn for lk in out.dns)
+        a.detections.extend(out.detections)
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True)

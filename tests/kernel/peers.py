@@ -94,6 +94,33 @@ def dns_servfail(addr: str, port: int) -> None:
         s.sendto(r.to_wire(), peer)
 
 
+def tcp_sink(addr: str, port: int) -> None:
+    """Accept connections one after another forever; read each until the client closes."""
+    srv = socket.socket(_family(addr), socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, port))
+    srv.listen(64)
+    print(f"READY {srv.getsockname()[1]}", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        while conn.recv(1 << 20):
+            pass
+        conn.close()
+
+
+def tcp_connect_each(port: int, send: int, addrs: list[str]) -> None:
+    """Connect to each address on port in turn, send `send` bytes, close; wait for the
+    server to see the close (it reads to EOF) so each connection ends cleanly."""
+    for addr in addrs:
+        c = socket.create_connection((addr, port), timeout=10)
+        if send:
+            c.sendall(b"x" * send)
+        c.shutdown(socket.SHUT_WR)
+        c.recv(1)
+        c.close()
+    print("DONE", flush=True)
+
+
 def main(argv: list[str]) -> None:
     mode, args = argv[0], argv[1:]
     if mode == "tcp-server":
@@ -104,6 +131,10 @@ def main(argv: list[str]) -> None:
         udp_echo(args[0], int(args[1]))
     elif mode == "udp-client":
         udp_client(args[0], int(args[1]), int(args[2]), int(args[3]), args[4])
+    elif mode == "tcp-sink":
+        tcp_sink(args[0], int(args[1]))
+    elif mode == "tcp-connect-each":
+        tcp_connect_each(int(args[0]), int(args[1]), args[2:])
     elif mode == "dns-servfail":
         dns_servfail(args[0], int(args[1]))
     else:

@@ -235,3 +235,19 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert p.returncode == 2
     assert "kernel.ringbuf_pages" in p.stderr and "power of two" in p.stderr
     assert ours() == []
+
+
+def test_precompiled_sensors_are_taken_by_the_next_start() -> None:
+    """The agent may start the compiler child before it builds the rest of itself."""
+    from otelpeers.kernel import loader
+
+    loader.precompile(Config())
+    assert loader._pending is not None
+    with KernelSensors(Config()) as s:
+        assert loader._pending is None  # taken, not compiled twice
+        assert {p.name for p in ours()} == {spec.name for spec in PROGRAMS}
+        assert {"sockets", "agg_a", "agg_b", "agg_current"} <= set(s.maps)
+    assert ours() == []
+    loader.precompile(Config())  # never taken (e.g. the start failed): the child is reaped
+    loader._drop_pending()
+    assert loader._pending is None

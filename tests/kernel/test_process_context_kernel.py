@@ -10,6 +10,7 @@ import pytest
 from harness import Agent, NetNs, peer
 
 from otelpeers.events import Kind, ProcessEvent
+from otelpeers.otel.resources import table_process_attributes
 
 pytestmark = pytest.mark.kernel
 
@@ -38,7 +39,7 @@ def test_sensitive_read_then_connection(agent: Agent, ns: NetNs, tmp_path: Path)
     assert [x.path for x in f.files] == [str(key)]
     assert f.files[0].time_ns <= f.start_ns
     # The process's resource: the command line is redacted, the secret appears nowhere.
-    attrs = agent.process_table.resource_attributes(f.owner)
+    attrs = table_process_attributes(agent.process_table)(f.owner)
     assert secret not in repr(attrs)
     assert "--password=" in str(attrs["process.command_line"])
     assert attrs["process.pid"] == client.pid
@@ -93,7 +94,7 @@ def test_process_in_a_docker_style_cgroup(agent: Agent, ns: NetNs) -> None:
         f = agent.wait_flow(lambda r: r.owner is not None and r.owner.tgid == client.pid
                             and r.peer_port == port)
         assert f.owner.cgroup_id == os.stat(scope).st_ino  # cgroup id is the directory inode
-        attrs = agent.process_table.resource_attributes(f.owner)
+        attrs = table_process_attributes(agent.process_table)(f.owner)
         assert attrs["container.id"] == cid
         client.wait(30)
         server.finish()

@@ -66,9 +66,17 @@ def test_default_file_spells_out_every_key() -> None:
     assert sorted(leaves(data)) == sorted(_field_paths(Config))
 
 
+def _documented_as(path: str) -> str:
+    """Keys every rule has are documented once, as detect.rules.<rule>.KEY."""
+    import re
+
+    return re.sub(r"^detect\.rules\.[a-z_]+\.(enabled|severity|dedup_window_s|allow\..+)$",
+                  r"detect.rules.<rule>.\1", path)
+
+
 def test_every_key_is_documented() -> None:
     text = DOC.read_text()
-    missing = [p for p in _field_paths(Config) if f"`{p}`" not in text]
+    missing = [p for p in _field_paths(Config) if f"`{_documented_as(p)}`" not in text]
     assert not missing, f"docs/configuration.md lacks {missing}"
 
 

@@ -26,7 +26,7 @@ def raw_event(**kw: object) -> bytes:
     c.protocol = socket.IPPROTO_TCP
     c.sock_type = socket.SOCK_STREAM
     c.ts_ns = 1_000
-    c.cookie = 42
+    c.cookie = int(kw.get("cookie", 42))
     c.direction = int(kw.get("direction", 1))
     c.flags = int(kw.get("flags", abi.F_OWNER))
     c.owner.tgid, c.owner.pid, c.owner.uid = 1234, 1235, 1000
@@ -38,6 +38,8 @@ def raw_event(**kw: object) -> bytes:
     ctypes.memmove(ctypes.addressof(c.raddr), raddr, len(raddr))
     c.counters.packets_out, c.counters.payload_out = 3, 700
     c.tcp_bytes_acked, c.srtt_us = 701, 55
+    c.start_ns = int(kw.get("start_ns", 0))
+    c.peer_cookie = int(kw.get("peer_cookie", 0))
     return bytes(c)
 
 
@@ -56,6 +58,39 @@ def test_decode_established() -> None:
 def test_tcp_close_carries_tcp_info() -> None:
     ev = decode_event(raw_event(type=abi.EventType.TCP_CLOSE), 0)
     assert ev.tcp is not None and ev.tcp.bytes_acked == 701 and ev.tcp.srtt_us == 55
+    assert ev.start_ns == 0 and ev.peer_cookie == 0  # 0: not a connection's record
+
+
+def test_complete_close_record_has_its_start_and_the_other_end() -> None:
+    ev = decode_event(raw_event(type=abi.EventType.TCP_CLOSE, start_ns=400, peer_cookie=43),
+                      clock_offset_ns=5_000)
+    assert ev.start_ns == 5_400 and ev.time_ns == 6_000 and ev.peer_cookie == 43
+
+
+def test_records_decode_in_place_at_any_offset() -> None:
+    """The source decodes straight from the ring buffer's memory: (buffer, offset, length)."""
+    a, b = raw_event(cookie=1), raw_event(comm=b"wget")
+    buf = memoryview(b"\xee" * 8 + a + b"\xee" * 8 + b)
+    first = decode_record(buf, 0, offset=8, length=len(a))
+    second = decode_record(buf, 0, offset=16 + len(a), length=len(b))
+    assert isinstance(first, SocketEvent) and isinstance(second, SocketEvent)
+    assert first.owner is not None and first.owner.comm == "curl"
+    assert second.owner is not None and second.owner.comm == "wget"
+    with pytest.raises(DecodeError, match="truncated"):
+        decode_record(buf, 0, offset=8, length=len(a) - 1)
+
+
+def test_equal_owners_and_addresses_are_shared() -> None:
+    x = decode_event(raw_event(), 0)
+    y = decode_event(raw_event(), 0)
+    assert x.owner is y.owner and x.peer_addr is y.peer_addr
+
+
+@pytest.mark.parametrize("typ", [abi.EventType.SOCK_CREATE, abi.EventType.DNS,
+                                 abi.EventType.EXEC])
+def test_socket_decoder_refuses_other_record_types(typ: int) -> None:
+    with pytest.raises(DecodeError, match="unknown event type"):
+        decode_event(raw_event(type=typ), 0)
 
 
 def test_no_owner_flag_means_no_owner() -> None:

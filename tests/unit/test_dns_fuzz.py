@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from otelpeers.dns.parse import ERROR_CATEGORIES, DnsParser, ParseError
-from otelpeers.dns.synth import query_wire, response_wire
+from otelpeers.testing.dns_wire import query_wire, response_wire
 
 VOLUME = 100_000
 

@@ -6,7 +6,7 @@ import dns.message
 import pytest
 
 from otelpeers.dns.parse import MAX_ANSWERS, DnsParser, ParseError, parse_message
-from otelpeers.dns.synth import query_wire, response_wire
+from otelpeers.testing.dns_wire import query_wire, response_wire
 
 CHAIN = ["edge.cdn.example.net", "pool.lb.example.org", "host-7.pool.example.org"]
 
@@ -122,3 +122,17 @@ def test_parser_counts_add_up() -> None:
     assert parser.try_parse(good[:40], wire_len=len(good)) is not None
     assert parser.stats == {"ok": 1, "error.truncated": 1, "salvaged": 1}
     assert parser.fed == 3
+
+
+def test_names_too_long_in_text_keep_their_registered_domain() -> None:
+    """Binary labels (iodine's base128) become \\DDD escapes, past 255 characters of text:
+    the cut is on the left, so the name still ends in its registered domain."""
+    import dns.name
+
+    from otelpeers.dns.parse import MAX_NAME, name_text
+
+    label = bytes(range(128, 191))  # 63 high bytes: 4 characters each once escaped
+    name = dns.name.Name([label, label, label, b"t", b"example", b"com", b""])
+    text = name_text(name)
+    assert len(text) == MAX_NAME and text.startswith("…")
+    assert text.endswith(".t.example.com")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from otelpeers.dns.parse import parse_message
-from otelpeers.dns.synth import packet, query_wire, response_wire, tcp_framed
 from otelpeers.dns.tcp import TcpReassembler
 from otelpeers.dns.tracker import DnsTracker
+from otelpeers.testing.dns_wire import packet, query_wire, response_wire, tcp_framed
 
 T0 = 1_700_000_000_000_000_000
 

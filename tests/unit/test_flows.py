@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from otelpeers.events import Counters, Direction, Kind, Owner, SocketEvent, TcpInfo
+from otelpeers.events import Counters, Direction, Kind, Owner, PairStats, SocketEvent, TcpInfo
 from otelpeers.flows import CloseReason, FlowTable, flow_to_dict
 
 CURL = Owner(100, 100, 1000, 1000, 7, "curl")
@@ -172,3 +172,130 @@ def test_close_after_gone_still_ends_the_flow_normally() -> None:
     t.process(ev(Kind.SOCK_GONE, 2, 1))
     (r,) = t.process(ev(Kind.TCP_CLOSE, 2.1, 1, old_state=6, new_state=7))
     assert r.close_reason == CloseReason.CLOSED and t.expire(100 * S) == []
+
+
+# ---- format 2: one complete record per connection, scans, aggregates ----------------------
+def close_record(cookie: int, t0: float, t1: float, **kw: object) -> SocketEvent:
+    base: dict[str, object] = dict(
+        start_ns=int(t0 * S), owner=CURL, direction=Direction.OUTBOUND, local_addr="10.0.0.1",
+        local_port=40000, peer_addr="10.0.0.2", peer_port=80, old_state=4, new_state=7,
+        counters=Counters(3, 300, 100, 2, 200, 50), tcp=TcpInfo(101, 51, 0, 20))
+    base.update(kw)
+    return ev(Kind.TCP_CLOSE, t1, cookie, **base)
+
+
+def test_one_complete_record_is_one_flow_never_stored() -> None:
+    t = FlowTable()
+    (r,) = t.process(close_record(0x2A, 1, 1.5, peer_cookie=0x2B))
+    assert (r.flow_id, r.start_ns, r.end_ns) == ("2a", 1 * S, int(1.5 * S))
+    assert r.close_reason == CloseReason.CLOSED and r.complete and r.summary == 0
+    assert r.owner == CURL and r.counters.payload_out == 100 and r.tcp is not None
+    assert r.local_peer_flow_id == "2b"  # the kernel paired the two local ends
+    assert len(t) == 0 and t.take_progress() == []
+    assert t.stats.flows_started == t.stats.flows_completed == 1
+    (failed,) = t.process(close_record(3, 1, 2, old_state=2))
+    assert failed.close_reason == CloseReason.CONNECT_FAILED
+
+
+def test_long_connection_announced_by_the_scan_then_closed() -> None:
+    t = FlowTable()
+    t.process(ev(Kind.TCP_OPEN, 5, 9, start_ns=1 * S, owner=CURL, new_state=1,
+                 direction=Direction.OUTBOUND, local_addr="10.0.0.1", local_port=40001,
+                 peer_addr="10.0.0.2", peer_port=80, counters=Counters(1, 60, 0, 1, 60, 0)))
+    (live,) = t.live_flows()
+    assert live.start_ns == 1 * S and not live.complete and live.flow_id == "9"
+    assert [p.flow_id for p in t.take_progress()] == ["9"]
+    assert t.take_progress() == []  # nothing changed since
+    t.process(ev(Kind.SOCK_STATS, 10, 9, counters=Counters(5, 5000, 4000, 3, 200, 0)))
+    (p,) = t.take_progress()
+    assert p.counters.payload_out == 4000 and p.end_ns == 10 * S  # cumulative, last activity
+    (r,) = t.process(close_record(9, 1, 12, local_port=40001,
+                                  counters=Counters(6, 5100, 4000, 4, 260, 0)))
+    assert r.flow_id == "9" and r.start_ns == 1 * S and r.counters.packets_out == 6
+    assert r.tcp is not None and len(t) == 0 and t.take_progress() == []
+
+
+def test_connect_that_never_sent_a_syn_is_one_failed_flow() -> None:
+    t = FlowTable()
+    (r,) = t.process(ev(Kind.RELEASE, 2, 4, start_ns=1 * S, owner=CURL, old_state=2,
+                        direction=Direction.OUTBOUND, peer_addr="192.0.2.1", peer_port=9,
+                        released=True))
+    assert r.close_reason == CloseReason.CONNECT_FAILED and r.peer_port == 9
+    # a plain release of an unconnected TCP socket is no flow
+    assert t.process(ev(Kind.RELEASE, 3, 5, released=True)) == []
+
+
+def test_listeners_are_per_network_namespace() -> None:
+    """Two containers listening on :8080 each get their own listener (kernel keys them by
+    (netns cookie, port) too)."""
+    a = Owner(300, 300, 0, 0, 1, "svc-a")
+    b = Owner(400, 400, 0, 0, 2, "svc-b")
+    t = FlowTable()
+    for cookie, netns, owner, at in ((60, 111, a, 0.1), (70, 222, b, 0.2)):
+        t.process(ev(Kind.BIND, at, cookie, netns_cookie=netns, owner=owner,
+                     local_addr="0.0.0.0", local_port=8080))
+        t.process(ev(Kind.LISTEN, at + 0.01, cookie, netns_cookie=netns, owner=owner,
+                     local_addr="0.0.0.0", local_port=8080))
+    got = {}
+    for cookie, netns, owner in ((61, 111, a), (71, 222, b)):
+        (r,) = t.process(close_record(cookie, 1, 2, netns_cookie=netns, owner=owner,
+                                      direction=Direction.INBOUND, local_port=8080,
+                                      peer_port=50000 + cookie))
+        got[netns] = r.listener
+    assert got[111] is not None and got[111].owner == a and got[111].listen_ns == int(0.11 * S)
+    assert got[222] is not None and got[222].owner == b and got[222].listen_ns == int(0.21 * S)
+    # the listener of namespace 111 closing leaves namespace 222's alone
+    t.process(ev(Kind.RELEASE, 3, 60, netns_cookie=111, released=True))
+    (r,) = t.process(close_record(72, 3, 4, netns_cookie=222, owner=b,
+                                  direction=Direction.INBOUND, local_port=8080))
+    assert r.listener is not None and r.listener.owner == b
+    (r,) = t.process(close_record(62, 3, 4, netns_cookie=111, owner=a,
+                                  direction=Direction.INBOUND, local_port=8080))
+    assert r.listener is None
+
+
+def pair(lost: int, **kw: object) -> PairStats:
+    base: dict[str, object] = dict(
+        time_ns=10 * S, start_ns=5 * S, netns_cookie=0, owner=CURL, family=socket.AF_INET,
+        protocol=socket.IPPROTO_TCP, direction=Direction.OUTBOUND, peer_addr="10.0.0.2",
+        port=80, opened=lost + 5, closed=lost + 5, lost=lost,
+        lost_volume=Counters(lost, 60 * lost, 0, lost, 60 * lost, 0))
+    base.update(kw)
+    return PairStats(**base)  # type: ignore[arg-type]
+
+
+def test_lost_records_become_one_summary_record_per_pair_and_interval() -> None:
+    t = FlowTable()
+    assert t.process(pair(0)) == []
+    (r,) = t.process(pair(7))
+    assert r.summary == 7 and r.cookie == 0 and r.complete
+    assert (r.start_ns, r.end_ns) == (5 * S, 10 * S)
+    assert (r.peer_addr, r.peer_port, r.local_port) == ("10.0.0.2", 80, 0)
+    assert r.counters.packets_out == 7 and r.owner == CURL and r.transport == "tcp"
+    (inbound,) = t.process(pair(2, direction=Direction.INBOUND, port=8080))
+    assert (inbound.local_port, inbound.peer_port) == (8080, 0)
+    assert inbound.flow_id != r.flow_id
+    (over,) = t.process(pair(3, overflow=True, peer_addr="", port=0, protocol=0, family=0,
+                             direction=Direction.UNKNOWN))
+    assert over.summary == 3 and over.peer_addr == ""
+    assert t.stats.summary_records == 3 and t.stats.summarized_connections == 12
+    assert flow_to_dict(r)["summary"] == 7
+
+
+def test_flow_ended_by_sock_gone_is_not_counted_again_by_the_summary() -> None:
+    t = FlowTable()
+    t.process(ev(Kind.TCP_OPEN, 5, 9, start_ns=1 * S, owner=CURL, new_state=1,
+                 direction=Direction.OUTBOUND, local_addr="10.0.0.1", local_port=40001,
+                 peer_addr="10.0.0.2", peer_port=80))
+    (gone,) = t.process(ev(Kind.SOCK_GONE, 9, 9, released=True))  # its CLOSE record was lost
+    assert gone.close_reason == CloseReason.RELEASED and gone.end_ns == 9 * S
+    (r,) = t.process(pair(3))  # the kernel counted 3 lost records for the pair: that one too
+    assert r.summary == 2 and t.stats.gone_reconciled == 1
+    assert t.process(pair(1)) and t.stats.gone_reconciled == 1  # nothing left to reconcile
+
+
+def test_sock_gone_without_released_still_waits_for_the_grace_period() -> None:
+    t = FlowTable(tcp_close_grace_ns=10 * S)
+    tcp_client(t)
+    t.process(ev(Kind.SOCK_GONE, 2, 1))
+    assert t.expire(11 * S) == []

@@ -9,11 +9,12 @@ import pytest
 from test_graph_model import CURL, NGINX, T0, S
 
 from otelpeers.cli import main
-from otelpeers.dns.synth import packet, query_wire, response_wire
+from otelpeers.commands.graph import parse_duration
 from otelpeers.events import Counters, Direction, Kind, Owner, ProcessEvent, SocketEvent
-from otelpeers.graph import GraphStage, RelationshipGraph, from_json, start_graph_server
-from otelpeers.graph.command import parse_duration
+from otelpeers.graph import GraphSink, RelationshipGraph, from_json, start_graph_server
+from otelpeers.pipeline import Outputs
 from otelpeers.recording import RecordingWriter
+from otelpeers.testing.dns_wire import packet, query_wire, response_wire
 
 MS = 10**6
 
@@ -117,9 +118,8 @@ def test_bad_duration_is_a_clear_usage_error(tmp_path, capsys) -> None:
 
 def test_live_graph_through_the_socket(tmp_path, capsys) -> None:
     g = RelationshipGraph()
-    stage = GraphStage(g)
-    stage.on_process_event(ProcessEvent(Kind.FILE_OPEN, T0, 100, 100, 1000, 1000, 7, "curl",
-                                        path="/etc/ssl/private/key.pem"))
+    GraphSink(g).consume(Outputs(process=[ProcessEvent(
+        Kind.FILE_OPEN, T0, 100, 100, 1000, 1000, 7, "curl", path="/etc/ssl/private/key.pem")]))
     path = str(tmp_path / "g.sock")
     with start_graph_server(g, path):
         rc, out, _ = run(capsys, "graph", "--socket", path)

@@ -9,14 +9,16 @@ import time
 import pytest
 
 from otelpeers.config import DnsConfig
-from otelpeers.dns.synth import packet, query_wire, response_wire
+from otelpeers.dns.lookups import DnsLookup
 from otelpeers.dns.tracker import DnsTracker
 from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.events import Counters, Direction, Kind, Owner, SocketEvent
 from otelpeers.flows import CloseReason, FlowRecord, FlowTable
-from otelpeers.graph import EdgeKind, GraphStage, NodeKind, RelationshipGraph
+from otelpeers.graph import EdgeKind, GraphSink, NodeKind, RelationshipGraph
 from otelpeers.graph.model import MAX_KEY
+from otelpeers.pipeline import Outputs
 from otelpeers.process.table import ProcessInfo
+from otelpeers.testing.dns_wire import packet, query_wire, response_wire
 
 S = 10**9
 MS = 10**6
@@ -219,9 +221,9 @@ def test_stage_feeds_flows_and_transactions_with_lookup() -> None:
         seen.append(tgid)
         return info(100, "curl", exe="/usr/bin/curl") if tgid == 100 else None
 
-    stage = GraphStage(RelationshipGraph(), process_lookup=lookup)
-    stage.on_transaction(lookup_txn("api.example.com", [], ["192.0.2.7"]))
-    stage.export_flows([outbound_flow(FlowTable(), 1, "192.0.2.7")])
+    stage = GraphSink(RelationshipGraph(), process_lookup=lookup)
+    stage.consume(Outputs(dns=[DnsLookup(lookup_txn("api.example.com", [], ["192.0.2.7"]))],
+                          flows=[outbound_flow(FlowTable(), 1, "192.0.2.7")]))
     assert seen == [100, 100]
     g = stage.graph
     assert node_ids(g, NodeKind.PROCESS) == {"process:100@1000"}

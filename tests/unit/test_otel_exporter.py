@@ -12,15 +12,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otelpeers import attributes as A
 from otelpeers.config import ExportConfig, FilesConfig
-from otelpeers.otel import FlowSpanExporter
-from otelpeers.otel.synthetic import many
+from otelpeers.ids import SpanIds
+from otelpeers.otel.exporter import SpanSink
+from otelpeers.pipeline import Outputs
+from otelpeers.testing.flows import many
 
 HOST = Resource({A.HOST_NAME: "testhost"})
 
 
 def make(span_exporter, **cfg):
-    return FlowSpanExporter(ExportConfig(**cfg), span_exporter=span_exporter,
-                            host_resource=HOST, boot_id=b"b" * 16)
+    return SpanSink(ExportConfig(**cfg), span_exporter=span_exporter,
+                            host_resource=HOST, ids=SpanIds(b"b" * 16))
 
 
 class GatedExporter(SpanExporter):
@@ -60,88 +62,89 @@ class FailingExporter(SpanExporter):
 def test_batches_are_exported_by_the_worker_without_flush():
     mem = InMemorySpanExporter()
     exp = make(mem, max_export_batch_size=100, schedule_delay_s=0.05)
-    exp.export_flows(list(many(250)))
+    exp.consume(Outputs(flows=list(many(250))))
     deadline = time.monotonic() + 10
     while len(mem.get_finished_spans()) < 250 and time.monotonic() < deadline:
         time.sleep(0.01)  # polling for the worker's result, bounded by the deadline
     assert len(mem.get_finished_spans()) == 250
-    st = exp.stats
+    st = exp.counters()
     assert st["spans_exported"] == 250 and st["batches_exported"] >= 3
-    exp.shutdown()
+    exp.close()
 
 
 def test_full_queue_drops_and_counts():
     gate = GatedExporter()
     exp = make(gate, max_queue_size=10, max_export_batch_size=10, schedule_delay_s=60)
     recs = list(many(25))
-    exp.export_flows(recs[:10])  # a full batch wakes the worker, which blocks in export
+    exp.consume(Outputs(flows=recs[:10]))  # a full batch wakes the worker, which blocks in export
     assert gate.entered.wait(10)
-    exp.export_flows(recs[10:])  # 15 more: room for 10
-    assert exp.stats["spans_dropped_queue_full"] == 5
-    assert exp.stats["queue_size"] == 10
+    exp.consume(Outputs(flows=recs[10:]))  # 15 more: room for 10
+    assert exp.counters()["spans_dropped_queue_full"] == 5
+    assert exp.counters()["queue_size"] == 10
     gate.release.set()
-    exp.shutdown()
+    exp.close()
     assert len(gate.spans) == 20
     assert [s.attributes[A.FLOW_ID] for s in gate.spans] == [r.flow_id for r in recs[:20]]
-    st = exp.stats
+    st = exp.counters()
     assert st["spans_exported"] == 20 and st["spans_dropped_queue_full"] == 5
 
 
 def test_shutdown_flushes_everything_queued():
     mem = InMemorySpanExporter()
     exp = make(mem, max_export_batch_size=1000, max_queue_size=5000, schedule_delay_s=60)
-    exp.export_flows(list(many(1500)))
-    exp.shutdown()
+    exp.consume(Outputs(flows=list(many(1500))))
+    exp.close()
     assert len(mem.get_finished_spans()) == 1500
-    exp.export_flows(list(many(3)))  # after shutdown: counted, not exported
-    assert exp.stats["spans_dropped_shutdown"] == 3
-    exp.shutdown()  # idempotent
+    exp.consume(Outputs(flows=list(many(3))))  # after shutdown: counted, not exported
+    assert exp.counters()["spans_dropped_shutdown"] == 3
+    exp.close()  # idempotent
 
 
 def test_force_flush():
     mem = InMemorySpanExporter()
     exp = make(mem, schedule_delay_s=60)
-    exp.export_flows(list(many(7)))
+    exp.consume(Outputs(flows=list(many(7))))
     assert exp.force_flush(5)
     assert len(mem.get_finished_spans()) == 7
-    exp.shutdown()
+    exp.close()
 
 
 def wait_stat(exp, key, value, timeout_s=10):
     deadline = time.monotonic() + timeout_s
-    while exp.stats[key] < value and time.monotonic() < deadline:
+    while exp.counters()[key] < value and time.monotonic() < deadline:
         time.sleep(0.01)  # polling the worker's counters, bounded by the deadline
-    return exp.stats[key]
+    return exp.counters()[key]
 
 
 def test_failures_counted_warned_once_and_shutdown_bounded(caplog):
     bad = FailingExporter()
     exp = make(bad, max_export_batch_size=10, max_queue_size=100, schedule_delay_s=60)
-    caplog.set_level(logging.WARNING, logger="otelpeers.otel.exporter")
-    exp.export_flows(list(many(50)))  # a full batch: the worker tries once, then backs off
+    caplog.set_level(logging.WARNING, logger="otelpeers.otel.queue")
+    # a full batch: the worker tries once, then backs off
+    exp.consume(Outputs(flows=list(many(50))))
     assert wait_stat(exp, "batches_failed", 1) == 1
     for _ in range(3):
         assert not exp.force_flush(5)  # each flush stops at its first failed batch
     t = time.monotonic()
-    exp.shutdown()
+    exp.close()
     assert time.monotonic() - t < 5
-    st = exp.stats
+    st = exp.counters()
     assert st["batches_failed"] == 5  # worker, 3 flushes, the first batch at shutdown
     assert st["spans_failed"] == 50 and st["spans_dropped_shutdown"] == 0
     assert st["spans_exported"] == 0
     assert bad.shut and bad.calls == 5
-    warnings = [r for r in caplog.records if "span export failing" in r.getMessage()]
+    warnings = [r for r in caplog.records if "spans export failing" in r.getMessage()]
     assert len(warnings) == 1  # one per interval, not one per batch
 
 
 def test_shutdown_gives_up_after_a_failed_batch():
     bad = FailingExporter()
     exp = make(bad, max_export_batch_size=10, max_queue_size=100, schedule_delay_s=60)
-    exp.export_flows(list(many(9)))
-    exp.export_flows(list(many(51, start_cookie=0x5000)))  # wakes the worker
+    exp.consume(Outputs(flows=list(many(9))))
+    exp.consume(Outputs(flows=list(many(51, start_cookie=0x5000))))  # wakes the worker
     assert wait_stat(exp, "batches_failed", 1) == 1
-    exp.shutdown()
-    st = exp.stats
+    exp.close()
+    st = exp.counters()
     assert st["spans_failed"] == 20 and st["spans_dropped_shutdown"] == 40
     assert bad.calls == 2
 
@@ -149,18 +152,18 @@ def test_shutdown_gives_up_after_a_failed_batch():
 def test_exporter_that_raises_is_a_failure_not_a_crash():
     bad = FailingExporter(raises=True)
     exp = make(bad, schedule_delay_s=60)
-    exp.export_flows(list(many(3)))
+    exp.consume(Outputs(flows=list(many(3))))
     assert not exp.force_flush(5)
-    assert exp.stats["spans_failed"] == 3
-    exp.shutdown()
+    assert exp.counters()["spans_failed"] == 3
+    exp.close()
 
 
 def test_no_exporter_counts_not_exported(tmp_path, monkeypatch):
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
-    exp = FlowSpanExporter(ExportConfig(files=FilesConfig(enabled=False)), host_resource=HOST,
-                           boot_id=b"b" * 16)
+    exp = SpanSink(ExportConfig(files=FilesConfig(enabled=False)), host_resource=HOST,
+                           ids=SpanIds(b"b" * 16))
     assert exp.span_exporter is None
-    exp.export_flows(list(many(4)))
-    exp.shutdown()
-    assert exp.stats["spans_not_exported"] == 4
+    exp.consume(Outputs(flows=list(many(4))))
+    exp.close()
+    assert exp.counters()["spans_not_exported"] == 4

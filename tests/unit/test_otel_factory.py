@@ -9,12 +9,24 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
 from otelpeers.config import ConfigError, ExportConfig, FilesConfig, OtlpConfig
-from otelpeers.otel import RotatingJsonLinesSpanExporter, build_span_exporter
-from otelpeers.otel.factory import RateLimitFilter
+from otelpeers.otel.factory import (
+    RateLimitFilter,
+    build_log_exporter,
+    build_metric_exporter,
+    build_span_exporter,
+)
+from otelpeers.otel.files import (
+    RotatingJsonLinesLogExporter,
+    RotatingJsonLinesMetricExporter,
+    RotatingJsonLinesSpanExporter,
+)
 from otelpeers.otel.resources import detect_host_resource
 
 ENV_KEYS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "OTEL_METRIC_EXPORT_INTERVAL",
             "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TIMEOUT",
             "OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME")
 
@@ -33,8 +45,48 @@ def cfg(tmp_path=None, **otlp):
 def test_no_endpoint_anywhere_writes_files(tmp_path):
     exp = build_span_exporter(cfg(tmp_path))
     assert isinstance(exp, RotatingJsonLinesSpanExporter)
-    assert exp.directory == tmp_path
+    assert exp.files.directory == tmp_path
     assert build_span_exporter(ExportConfig(files=FilesConfig(enabled=False))) is None
+    logs, metrics = build_log_exporter(cfg(tmp_path)), build_metric_exporter(cfg(tmp_path))
+    assert isinstance(logs, RotatingJsonLinesLogExporter)
+    assert isinstance(metrics, RotatingJsonLinesMetricExporter)
+    assert logs.files.current_path == tmp_path / "otelpeers-logs.jsonl"
+    assert metrics.files.current_path == tmp_path / "otelpeers-metrics.jsonl"
+    assert build_log_exporter(ExportConfig(files=FilesConfig(enabled=False))) is None
+
+
+def test_each_signal_resolves_its_own_endpoint(monkeypatch):
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetrics,
+    )
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://10.9.9.9:4317")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://10.9.9.9:4318/v1/metrics")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+    assert isinstance(build_log_exporter(cfg()), OTLPLogExporter)
+    assert isinstance(build_metric_exporter(cfg()), HttpMetrics)
+    # traces have no endpoint of their own: files
+    assert isinstance(build_span_exporter(cfg()), RotatingJsonLinesSpanExporter)
+    exp = build_log_exporter(cfg(endpoint="http://127.0.0.1:14318", protocol="http/protobuf"))
+    assert exp._endpoint == "http://127.0.0.1:14318/v1/logs"
+
+
+def test_metric_interval_and_temporality_from_env(monkeypatch, tmp_path):
+    from opentelemetry.sdk.metrics import Counter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    from otelpeers.otel.metrics import build_metric_reader
+
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "1500")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+    reader = build_metric_reader(cfg(tmp_path))
+    assert reader._export_interval_millis == 1500
+    assert reader._exporter._preferred_temporality[Counter] == AggregationTemporality.DELTA
+    reader.shutdown()
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "soon")
+    with pytest.raises(ConfigError, match="OTEL_METRIC_EXPORT_INTERVAL"):
+        build_metric_reader(cfg(tmp_path))
 
 
 def test_env_endpoint_and_protocol(monkeypatch):

@@ -9,11 +9,14 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from otelpeers import attributes as A
 from otelpeers.config import ExportConfig
-from otelpeers.otel import FlowSpanExporter, RotatingJsonLinesSpanExporter, SpanMapper
-from otelpeers.otel.ids import FlowIds
-from otelpeers.otel.synthetic import local_pair, many
+from otelpeers.ids import SpanIds
+from otelpeers.otel.exporter import SpanSink
+from otelpeers.otel.files import RotatingJsonLinesSpanExporter
+from otelpeers.otel.mapping import SpanMapper
+from otelpeers.pipeline import Outputs
+from otelpeers.testing.flows import local_pair, many
 
-MAPPER = SpanMapper(FlowIds(b"x" * 16))
+MAPPER = SpanMapper(SpanIds(b"x" * 16))
 RES = Resource({A.SERVICE_NAME: "curl"})
 
 
@@ -88,11 +91,11 @@ def test_appends_to_existing_file_and_counts_its_size(tmp_path):
 def test_unwritable_directory_is_a_counted_failure(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    exp = FlowSpanExporter(ExportConfig(), host_resource=RES, boot_id=b"x" * 16,
+    exp = SpanSink(ExportConfig(), host_resource=RES, ids=SpanIds(b"x" * 16),
                            span_exporter=RotatingJsonLinesSpanExporter(blocker / "d", 8192, 2))
-    exp.export_flows(list(many(3)))
-    exp.shutdown()
-    assert exp.stats["spans_failed"] == 3
+    exp.consume(Outputs(flows=list(many(3))))
+    exp.close()
+    assert exp.counters()["spans_failed"] == 3
 
 
 def test_direct_otlp_json_equals_the_protobuf_route() -> None:
@@ -102,22 +105,23 @@ def test_direct_otlp_json_equals_the_protobuf_route() -> None:
 
     from google.protobuf import json_format
 
-    from otelpeers.dns.spans import DnsSpanMapper
-    from otelpeers.dns.synth import packet, query_wire, response_wire
+    from otelpeers.dns.lookups import DnsLookup
     from otelpeers.dns.tracker import DnsTracker
     from otelpeers.flows import DnsAnnotation, FileAccess
+    from otelpeers.ids import SpanIds
     from otelpeers.otel import otlpjson
-    from otelpeers.otel.ids import FlowIds
+    from otelpeers.otel.dns_spans import DnsSpanMapper
     from otelpeers.otel.mapping import SpanMapper
     from otelpeers.otel.resources import ResourceCache, detect_host_resource
-    from otelpeers.otel.synthetic import flow, local_pair, many
     from otelpeers.otel.wire import encode_request
+    from otelpeers.testing.dns_wire import packet, query_wire, response_wire
+    from otelpeers.testing.flows import flow, local_pair, many
 
-    mapper = SpanMapper(FlowIds(b"k" * 16))
+    mapper = SpanMapper(SpanIds(b"k" * 16))
     resources = ResourceCache(detect_host_resource(), None, 100)
     records = [*many(40), *local_pair(),
                replace(flow("ab"), dns=DnsAnnotation(True, "a.example", ("a.example", "b.x"),
-                                                     "host", "t1", 5, 6),
+                                                     "host", "t1"),
                        files=(FileAccess(3, "/etc/shadow", 0),))]
     spans = [mapper.to_span(r, resources.get(r.owner)) for r in records]
     tracker = DnsTracker()
@@ -129,7 +133,7 @@ def test_direct_otlp_json_equals_the_protobuf_route() -> None:
         tracker.handle(packet(q, time_ns=1, cookie=len(txns) + 9))
         txns += tracker.handle(packet(r, time_ns=2, cookie=len(txns) + 9, outbound=False))
     assert len(txns) == 2
-    spans += [DnsSpanMapper("b").span_for(t, None, "up") for t in txns]
+    spans += [DnsSpanMapper(SpanIds(b"b")).span_for(DnsLookup(t, "up")) for t in txns]
     expected = json_format.MessageToDict(encode_request(spans), use_integers_for_enums=True)
     for rs in expected["resourceSpans"]:
         for ss in rs["scopeSpans"]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 from otelpeers.events import Counters, Direction
 from otelpeers.otel.liveview import CLEAR_HOME, LiveView, PeerRow, PeerTable, render
-from otelpeers.otel.synthetic import flow, owner
+from otelpeers.pipeline import Outputs
+from otelpeers.testing.flows import flow, owner
 
 
 def c(out, inn):
@@ -53,7 +55,17 @@ def test_render_fits_width_and_refreshes_in_place():
 
 def test_liveview_writes_a_screen():
     out = io.StringIO()
-    v = LiveView(out)
-    v.add_completed([flow("1", counters=c(2048, 0))])
-    v.refresh(width=80)
+    now = [100.0]
+    v = LiveView(out, refresh_s=2.0, clock=lambda: now[0])
+    v.consume(Outputs(flows=[flow("1", counters=c(2048, 0))]))  # first round: a screen
     assert out.getvalue().count(CLEAR_HOME) == 1 and "2.0 KiB" in out.getvalue()
+    open_flow = replace(flow("2", counters=c(4096, 0)), complete=False)
+    v.consume(Outputs(progress=[open_flow]))  # within refresh_s: no new screen
+    assert out.getvalue().count(CLEAR_HOME) == 1
+    now[0] += 2.5
+    v.consume(Outputs(progress=[replace(open_flow, counters=c(8192, 0))]))
+    screen = out.getvalue().split(CLEAR_HOME)[-1]
+    # the completed 2 KiB plus the open flow's latest 8 KiB, one of two connections open
+    assert "10.0 KiB" in screen and "2*" in screen
+    v.consume(Outputs(flows=[replace(open_flow, counters=c(9000, 0), complete=True)]))
+    assert v.counters()["open_flows_live"] == 0

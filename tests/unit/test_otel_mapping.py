@@ -13,9 +13,11 @@ from otelpeers import attributes as A
 from otelpeers.config import ExportConfig
 from otelpeers.events import Counters, Direction, Kind, Owner, SocketEvent, TcpInfo
 from otelpeers.flows import CloseReason, FlowTable
-from otelpeers.otel import FlowIds, FlowSpanExporter
+from otelpeers.ids import SpanIds
+from otelpeers.otel.exporter import SpanSink
 from otelpeers.otel.mapping import as_int64
-from otelpeers.otel.synthetic import T0, flow, local_pair, owner
+from otelpeers.pipeline import Outputs
+from otelpeers.testing.flows import T0, flow, local_pair, owner
 
 BOOT = bytes(range(16))
 HOST = Resource({A.HOST_NAME: "testhost", A.OS_TYPE: "linux"})
@@ -23,10 +25,10 @@ HOST = Resource({A.HOST_NAME: "testhost", A.OS_TYPE: "linux"})
 
 def export(records, **kw):
     mem = InMemorySpanExporter()
-    exp = FlowSpanExporter(ExportConfig(**kw.pop("config", {})), span_exporter=mem,
-                           host_resource=HOST, boot_id=BOOT, **kw)
-    exp.export_flows(list(records))
-    exp.shutdown()
+    exp = SpanSink(ExportConfig(**kw.pop("config", {})), span_exporter=mem,
+                           host_resource=HOST, ids=SpanIds(BOOT), **kw)
+    exp.consume(Outputs(flows=list(records)))
+    exp.close()
     return mem.get_finished_spans(), exp
 
 
@@ -119,7 +121,7 @@ def test_resources_are_the_owning_processes():
     assert A.PROCESS_PID not in res["4"].attributes
     for r in res.values():
         assert r.attributes[A.HOST_NAME] == "testhost"
-    assert exp.stats["resources_cached"] == 2
+    assert exp.counters()["resources_cached"] == 2
 
 
 def test_process_attributes_callback_and_its_failures():
@@ -135,14 +137,14 @@ def test_process_attributes_callback_and_its_failures():
     assert res["1"][A.SERVICE_NAME] == "python3.11"  # executable name, not the 15-char comm
     assert res["1"][A.CONTAINER_ID] == "abc123"
     assert res["2"][A.SERVICE_NAME] == "bad"  # fell back to the kernel's view
-    assert exp.stats["process_attribute_errors"] == 1
+    assert exp.counters()["process_attribute_errors"] == 1
 
 
 def test_resource_cache_is_bounded():
     recs = [flow(f"{i + 1:x}", proc=owner(i, f"p{i}")) for i in range(10)]
     spans, exp = export(recs, config={"max_live_resources": 3})
     assert len(spans) == 10
-    assert exp.stats["resources_cached"] == 3
+    assert exp.counters()["resources_cached"] == 3
     assert {s.resource.attributes[A.PROCESS_PID] for s in spans} == set(range(10))
 
 
@@ -205,11 +207,11 @@ def test_local_pair_from_the_flow_table():
 
 
 def test_ids_deterministic_distinct_and_boot_scoped():
-    a, b = FlowIds(BOOT), FlowIds(bytes(16))
-    assert a.trace_and_span("2a") == a.trace_and_span("2a")
-    assert a.trace_and_span("2a") != a.trace_and_span("2b")
-    assert a.trace_and_span("2a") != b.trace_and_span("2a")
-    ids = {a.trace_and_span(f"{i:x}") for i in range(5000)}
+    a, b = SpanIds(BOOT), SpanIds(bytes(16))
+    assert a.flow("2a") == a.flow("2a")
+    assert a.flow("2a") != a.flow("2b")
+    assert a.flow("2a") != b.flow("2a")
+    ids = {a.flow(f"{i:x}") for i in range(5000)}
     assert len({t for t, _ in ids}) == 5000 and len({s for _, s in ids}) == 5000
 
 

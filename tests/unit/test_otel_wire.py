@@ -8,17 +8,19 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace import Link, SpanContext, SpanKind
 
 from otelpeers import attributes as A
 from otelpeers.flows import CloseReason
-from otelpeers.otel import ResourceCache, SpanMapper
-from otelpeers.otel.ids import FlowIds
-from otelpeers.otel.synthetic import flow, local_pair, many, owner
+from otelpeers.ids import SpanIds
+from otelpeers.otel.mapping import SpanMapper
+from otelpeers.otel.resources import ResourceCache
 from otelpeers.otel.wire import Unsupported, encode_request, encode_request_bytes
+from otelpeers.testing.flows import flow, local_pair, many, owner
 
-MAPPER = SpanMapper(FlowIds(b"w" * 16))
+MAPPER = SpanMapper(SpanIds(b"w" * 16))
 
 
 def flow_spans():
@@ -56,14 +58,105 @@ def test_remote_parent_scope_variants_and_plain_resources():
     assert encode_request(spans) == encode_spans(spans)
 
 
+def test_events_and_links_encode_identically():
+    """Spans with sensitive-file and detection events and DNS links stay on the fast path."""
+    ctx = SpanContext(5, 6, is_remote=False)
+    link_ctx = SpanContext(7, 8, is_remote=False)
+    span = ReadableSpan("e", ctx, events=[Event("x", {"a": 1, "b": "s"}, timestamp=3),
+                                          Event("y", {"l": ["p", "q"]}, timestamp=4)],
+                        links=[Link(link_ctx, {"otelpeers.dns.link": "resolution"})],
+                        attributes={"otelpeers.dns.link": "resolution"},  # same key, field 9
+                        resource=Resource({}), start_time=1, end_time=2)
+    encode_request_bytes([span])  # no fallback
+    assert encode_request([span]) == encode_spans([span])
+
+
 def test_unsupported_spans_fall_back_to_the_sdk_encoder():
     ctx = SpanContext(5, 6, is_remote=False)
-    with_event = ReadableSpan("e", ctx, events=[Event("x", {"a": 1}, timestamp=3)],
-                              resource=Resource({}), start_time=1, end_time=2)
-    with pytest.raises(Unsupported):
-        encode_request_bytes([with_event])
-    assert encode_request([with_event]) == encode_spans([with_event])
     huge = ReadableSpan("h", ctx, attributes={"n": 2**64}, resource=Resource({}),
                         start_time=1, end_time=2)
     with pytest.raises(Unsupported):
         encode_request_bytes([huge])
+
+
+class _Counting:
+    def __init__(self, fn):  # noqa: ANN001
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *a):  # noqa: ANN002, ANN204
+        self.calls += 1
+        return self.fn(*a)
+
+
+def test_grpc_exporter_sends_the_fast_encoding(monkeypatch):
+    """Pins the SDK hook (_translate_data): if an upgrade renames it, this fails."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    from otelpeers.otel import wire
+
+    got = []
+
+    class Service(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):  # noqa: N802, ANN001, ANN201
+            got.append(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    counting = _Counting(wire.encode_request)
+    monkeypatch.setattr(wire, "encode_request", counting)
+    try:
+        spans = flow_spans()
+        exp = wire.FastGrpcSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=5)
+        assert exp.export(spans) == SpanExportResult.SUCCESS
+        exp.shutdown()
+    finally:
+        server.stop(None)
+    assert counting.calls == 1
+    assert got == [encode_spans(spans)]
+
+
+def test_http_exporter_sends_the_fast_encoding(monkeypatch):
+    """Pins the SDK hook (_client.export) of the HTTP exporter the same way."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from otelpeers.otel import wire
+
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802, ANN201
+            bodies.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *a):  # noqa: ANN002, ANN201
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    counting = _Counting(wire.encode_request_bytes)
+    monkeypatch.setattr(wire, "encode_request_bytes", counting)
+    try:
+        spans = flow_spans()
+        exp = wire.FastHttpSpanExporter(
+            endpoint=f"http://127.0.0.1:{httpd.server_port}/v1/traces", timeout=5)
+        assert exp.export(spans) == SpanExportResult.SUCCESS
+        exp.shutdown()
+    finally:
+        httpd.shutdown()
+    assert counting.calls == 1
+    ((path, body),) = bodies
+    assert path == "/v1/traces"
+    assert ExportTraceServiceRequest.FromString(body) == encode_spans(spans)

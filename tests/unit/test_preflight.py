@@ -165,7 +165,7 @@ def test_tracefs_missing(tmp_path: Path) -> None:
 def test_tracefs_without_the_tracepoint(tmp_path: Path) -> None:
     (tmp_path / "events").mkdir()
     r = check_tracefs(tmp_path)
-    assert not r.ok and "sock:inet_sock_set_state" in r.detail
+    assert not r.ok and "sched:sched_process_exec" in r.detail
 
 
 def test_tracefs_with_the_tracepoints(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 
-from otelpeers.process.fakeproc import FakeProc, stat_line
 from otelpeers.process.procfs import (
     ProcFS,
     parse_cgroup,
@@ -15,6 +14,7 @@ from otelpeers.process.procfs import (
     parse_status,
     sanitize,
 )
+from otelpeers.testing.fakeproc import FakeProc, stat_line
 
 
 def test_stat_comm_with_parens_spaces_and_controls() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from otelpeers.config import ProcessConfig
 from otelpeers.events import Counters, Direction, Kind, Owner, ProcessEvent
 from otelpeers.flows import CloseReason, FlowRecord
+from otelpeers.pipeline import Outputs
 from otelpeers.process.stage import ProcessStage
 
 OWNER = Owner(10, 10, 0, 0, 1, "curl")
@@ -23,34 +24,36 @@ def flow(start: int, owner: Owner | None = OWNER) -> FlowRecord:
                       close_reason=CloseReason.CLOSED)
 
 
+def feed(st: ProcessStage, *events: ProcessEvent) -> Outputs:
+    out = Outputs()
+    for ev in events:
+        st.on_event(ev, out)
+    return out
+
+
 def test_files_before_the_flow_are_attached() -> None:
     st = ProcessStage(ProcessConfig(), table=None)
-    st.on_process_event(opened(10, 100, "/root/.ssh/id_rsa"))
-    st.on_process_event(opened(10, 300, "/etc/shadow"))  # after the flow began
-    st.on_process_event(opened(99, 50, "/etc/shadow"))  # another process
-    (r,) = st.annotate([flow(200)])
-    assert [f.path for f in r.files] == ["/root/.ssh/id_rsa"]
-    assert st.annotate([flow(200, owner=None)])[0].files == ()
+    feed(st, opened(10, 100, "/root/.ssh/id_rsa"), opened(10, 300, "/etc/shadow"),
+         opened(99, 50, "/etc/shadow"))  # after the flow began; another process
+    out = Outputs(flows=[flow(200), flow(200, owner=None)])
+    st.process(out)
+    assert [f.path for f in out.flows[0].files] == ["/root/.ssh/id_rsa"]
+    assert out.flows[1].files == ()
 
 
 def test_per_process_and_process_count_bounds() -> None:
     st = ProcessStage(ProcessConfig(max_file_events_per_process=3), table=None,
                       max_processes_with_files=5)
-    for i in range(10):
-        st.on_process_event(opened(10, i, f"/etc/ssh/k{i}"))
+    feed(st, *(opened(10, i, f"/etc/ssh/k{i}") for i in range(10)))
     (r,) = st.annotate([flow(100)])
     assert [f.path for f in r.files] == ["/etc/ssh/k7", "/etc/ssh/k8", "/etc/ssh/k9"]
-    for tgid in range(100, 110):
-        st.on_process_event(opened(tgid, 1, "/etc/shadow"))
+    feed(st, *(opened(tgid, 1, "/etc/shadow") for tgid in range(100, 110)))
     assert st.stats["file_processes_evicted"] == 6  # 11 processes seen, 5 kept
     assert st.annotate([flow(100)])[0].files == ()  # pid 10 was the least recent
 
 
-def test_listeners_see_every_process_event() -> None:
+def test_every_process_event_is_an_output() -> None:
     st = ProcessStage(ProcessConfig(), table=None)
-    seen: list[ProcessEvent] = []
-    st.listeners.append(seen.append)
     ev = ProcessEvent(kind=Kind.EXEC, time_ns=1, tgid=5, pid=5, uid=0, gid=0, cgroup_id=1,
                       comm="sh", path="/bin/sh")
-    st.on_process_event(ev)
-    assert seen == [ev] and st.stats["exec"] == 1
+    assert feed(st, ev).process == [ev] and st.stats["exec"] == 1

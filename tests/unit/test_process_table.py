@@ -11,9 +11,10 @@ import pytest
 from otelpeers import attributes as A
 from otelpeers.config import ProcessConfig
 from otelpeers.events import Owner
-from otelpeers.process.fakeproc import FakeProc
+from otelpeers.otel.resources import table_process_attributes
 from otelpeers.process.procfs import ProcFS, RawProcess, Stat
 from otelpeers.process.table import MAX_ANCESTRY, ProcessTable
+from otelpeers.testing.fakeproc import FakeProc
 
 HEX = "0123456789abcdef" * 4
 
@@ -56,7 +57,7 @@ def test_normal_process_attributes(fp: FakeProc) -> None:
     assert info.ancestry == ((100, "bash"), (1, "systemd"))
     assert (info.container_id, info.container_runtime) == (HEX, "containerd")
     assert info.vpid == 7
-    attrs = t.resource_attributes(owner(200, "nginx: worker"))
+    attrs = table_process_attributes(t)(owner(200, "nginx: worker"))
     assert attrs[A.SERVICE_NAME] == "nginx"
     assert attrs[A.PROCESS_PID] == 200 and attrs[A.PROCESS_PARENT_PID] == 100
     assert attrs[A.PROCESS_USER_ID] == 33 and attrs[A.PROCESS_REAL_USER_ID] == 0
@@ -76,12 +77,12 @@ def test_normal_process_attributes(fp: FakeProc) -> None:
 def test_secret_never_in_attributes(fp: FakeProc) -> None:
     fp.add(300, argv=["app", "--db-url", "postgres://u:hunter2Zq@db/x", "--token", "t0kenZq",
                       "API_KEY=k3yZq"])
-    attrs = t_attrs = table(fp).resource_attributes(owner(300))
+    attrs = t_attrs = table_process_attributes(table(fp))(owner(300))
     text = repr(t_attrs)
     for secret in ("hunter2Zq", "t0kenZq", "k3yZq"):
         assert secret not in text
     assert attrs[A.PROCESS_COMMAND_LINE].startswith("app --db-url postgres://u:REDACTED@db/x")
-    unredacted = table(fp, redact_command_lines=False).resource_attributes(owner(300))
+    unredacted = table_process_attributes(table(fp, redact_command_lines=False))(owner(300))
     assert "hunter2Zq" in unredacted[A.PROCESS_COMMAND_LINE]  # the test can fail
 
 
@@ -95,7 +96,7 @@ def test_megabyte_command_line_bounded(fp: FakeProc) -> None:
 def test_kernel_thread_and_unknowns(fp: FakeProc) -> None:
     fp.add(2, comm="kthreadd", ppid=0, argv=b"", exe=None, cgroup=None, uid=0)
     fp.add(302, comm="kworker/0:1", ppid=2, argv=b"", exe=None, cgroup=None, uid=0)
-    attrs = table(fp).resource_attributes(owner(302, "kworker/0:1", uid=0))
+    attrs = table_process_attributes(table(fp))(owner(302, "kworker/0:1", uid=0))
     assert attrs[A.SERVICE_NAME] == "kworker/0:1"  # no exe: comm
     for key in (A.PROCESS_EXECUTABLE_PATH, A.PROCESS_EXECUTABLE_NAME, A.PROCESS_COMMAND_LINE,
                 A.CONTAINER_ID, A.PROCESS_LINUX_CGROUP):
@@ -105,14 +106,14 @@ def test_kernel_thread_and_unknowns(fp: FakeProc) -> None:
 
 def test_unknown_user_is_left_out(fp: FakeProc) -> None:
     fp.add(303, uid=4_000_000, gid=4_000_000)
-    attrs = table(fp).resource_attributes(owner(303))
+    attrs = table_process_attributes(table(fp))(owner(303))
     assert attrs[A.PROCESS_USER_ID] == 4_000_000
     assert A.PROCESS_OWNER not in attrs and A.PROCESS_GROUP_NAME not in attrs
 
 
 def test_exited_before_read_falls_back_to_kernel_facts(fp: FakeProc) -> None:
     t = table(fp)
-    attrs = t.resource_attributes(owner(999, "gone", uid=0))
+    attrs = table_process_attributes(t)(owner(999, "gone", uid=0))
     assert attrs == {A.SERVICE_NAME: "gone", A.PROCESS_PID: 999, A.PROCESS_USER_ID: 0,
                      A.PROCESS_GROUP_ID: 0, A.PROCESS_CONTEXT: "exited",
                      A.PROCESS_OWNER: "root", A.PROCESS_CGROUP_ID: 77}
@@ -145,10 +146,10 @@ def test_exec_detected_by_comm(fp: FakeProc) -> None:
     clock = Clock()
     fp.add(402, comm="sh", start_ticks=100, exe="/bin/sh")
     t = table(fp, clock)
-    assert t.resource_attributes(owner(402, "sh"))[A.SERVICE_NAME] == "sh"
+    assert table_process_attributes(t)(owner(402, "sh"))[A.SERVICE_NAME] == "sh"
     fp.add(402, comm="curl", start_ticks=100, exe="/usr/bin/curl")  # exec keeps start time
     clock.t += 0.2
-    assert t.resource_attributes(owner(402, "curl"))[A.SERVICE_NAME] == "curl"
+    assert table_process_attributes(t)(owner(402, "curl"))[A.SERVICE_NAME] == "curl"
     assert t.stats["reread_exec"] == 1
     assert len(t) == 1
     t.on_exec(402)
@@ -245,7 +246,7 @@ def test_exe_hash_cached_by_file_identity(fp: FakeProc, tmp_path) -> None:
         f.truncate(257 * 1024 * 1024)  # sparse: no disk used
     fp.add(803, exe=str(big))
     assert t.lookup(803).exe_sha256 is None and t.stats["hash_skipped"] == 1
-    assert A.PROCESS_EXE_SHA256 in t.resource_attributes(owner(800))
+    assert A.PROCESS_EXE_SHA256 in table_process_attributes(t)(owner(800))
 
 
 def test_config_errors_are_clear() -> None:
@@ -277,10 +278,63 @@ def test_real_process_secret_redacted() -> None:
             with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
                 if b"hunter2Zq" in f.read():
                     break
-        attrs = t.resource_attributes(owner(proc.pid, "python3"))
+        attrs = table_process_attributes(t)(owner(proc.pid, "python3"))
         assert attrs[A.PROCESS_CONTEXT] == "procfs"
         assert "--password=REDACTED" in attrs[A.PROCESS_COMMAND_LINE]
         assert "hunter2Zq" not in repr(attrs) and "k3yZq" not in repr(attrs)
         assert attrs[A.PROCESS_ANCESTRY_PIDS][0] == os.getpid()
     finally:
         proc.communicate(b"")
+
+
+def test_empty_command_line_of_a_live_process_is_read_again(fp: FakeProc) -> None:
+    """Between exec and the kernel setting up the arguments, cmdline reads empty: the entry
+    is re-read on the next lookups instead of keeping no command line forever."""
+    fp.add(901, comm="sleep", argv=b"", exe="/usr/bin/sleep")
+    t = table(fp)
+    info = t.lookup(901)
+    assert info is not None and info.command_line is None
+    assert t.stats["cmdline_empty"] == 1
+    (fp.root / "901" / "cmdline").write_bytes(b"sleep\x0030\x00")  # exec finished
+    attrs = table_process_attributes(t)(owner(901, "sleep"))
+    assert attrs[A.PROCESS_COMMAND_LINE] == "sleep 30"
+    assert t.stats["cmdline_reread"] == 1
+    assert t.lookup(901).command_line == "sleep 30"
+    assert t.stats["cmdline_reread"] == 1  # settled: no more re-reads
+
+
+def test_kernel_threads_are_not_retried(fp: FakeProc) -> None:
+    fp.add(902, comm="kworker/1:0", argv=b"", exe=None)
+    t = table(fp)
+    t.lookup(902)
+    t.lookup(902)
+    assert t.stats["cmdline_empty"] == 0 and t.stats["cmdline_reread"] == 0
+
+
+def test_prefetcher_reads_proc_off_the_calling_thread(fp: FakeProc) -> None:
+    import threading
+
+    from otelpeers.process.prefetch import Prefetcher
+
+    fp.add(903, comm="curl", argv=("curl", "x"), exe="/usr/bin/curl")
+    t = table(fp)
+    readers: list[str] = []
+    real = t.procfs.read_process
+
+    def spy(pid, limit):  # noqa: ANN001, ANN202
+        readers.append(threading.current_thread().name)
+        return real(pid, limit)
+
+    t.procfs.read_process = spy  # type: ignore[method-assign]
+    pf = Prefetcher(t, max_pending=2)
+    try:
+        pf.request(903, "curl")
+        assert pf.wait_idle(5)
+        assert readers == ["otelpeers-procfs"] and t.peek(903) is not None
+        with pf._cond:  # a full queue drops and counts, never blocks
+            for pid in (1, 2, 3):
+                pf._pending[pid] = None
+        pf.request(904)
+        assert pf.stats["dropped"] == 1
+    finally:
+        pf.close()

@@ -4,44 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from typing import IO
 
+from otelpeers.commands.common import duration_arg, parse_duration  # noqa: F401
 from otelpeers.config import Config
 from otelpeers.graph.model import RelationshipGraph
 from otelpeers.graph.render import SchemaError, from_json, to_dot, to_json
 from otelpeers.graph.server import DEFAULT_SOCKET_PATH, GraphClientError, query_graph
 from otelpeers.recording import ReplayStats
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
-MAX_DURATION_NS = 366 * 86400 * 10**9
-
-
-def parse_duration(text: str) -> int:
-    """'30s', '5m', '2h', '1d', '250ms' -> nanoseconds; ValueError says what is accepted."""
-    m = _DURATION.match(text)
-    if m is None:
-        raise ValueError(f"invalid duration {text!r}: use a number followed by ms, s, m, h "
-                         "or d, e.g. 30s, 5m, 2h")
-    ns = int(float(m.group(1)) * _UNIT_NS[m.group(2)])
-    if ns <= 0 or ns > MAX_DURATION_NS:
-        raise ValueError(f"invalid duration {text!r}: must be more than 0 and at most 366d")
-    return ns
-
-
-def duration_arg(text: str) -> int:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def add_graph_arguments(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--format", choices=("json", "dot"), default="json",
-                    help="JSON document (docs/graph.md) or Graphviz DOT (default: json)")
+    sp.add_argument("--format", choices=("json", "dot", "html"), default="json",
+                    help="JSON document (docs/graph.md), Graphviz DOT, or a self-contained "
+                         "HTML page (needs graphviz's dot) (default: json)")
     sp.add_argument("--since", type=duration_arg, metavar="DURATION",
                     help="only what was seen in the last DURATION (30s, 5m, 2h); with "
                          "--recording, counted back from the recording's last event")
@@ -53,26 +31,20 @@ def add_graph_arguments(sp: argparse.ArgumentParser) -> None:
 
 def graph_from_recording(path: str, config: Config
                          ) -> tuple[RelationshipGraph, ReplayStats, int]:
-    """Replay a recording through the pipeline and the DNS stage into a graph.
-
-    Returns the graph, the replay counts and the time of the last event. Events are fed
-    exactly as `otelpeers replay` feeds them (otelpeers.cli.replay_into).
-    """
+    """Replay a recording through the agent's pipeline into a graph, exactly as
+    `otelpeers replay` does. Returns the graph, the replay counts and the time of the last
+    event."""
     from dataclasses import replace
 
-    from otelpeers.assembly import assemble
-    from otelpeers.cli import replay_into
-    from otelpeers.recording import read_recording
+    from otelpeers.commands.replay import replay
 
     config = replace(config, graph=replace(config.graph, enabled=True))
-    agent = assemble(config, live_host=False, export=False)
-    stats = ReplayStats()
-    replay_into(agent.pipeline, read_recording(path, stats))
-    agent.graph.graph.flush_pending()
-    return agent.graph.graph, stats, agent.pipeline.last_time_ns
+    agent, stats = replay(config, path)
+    assert agent.graph is not None
+    return agent.graph, stats, agent.pipeline.last_time_ns
 
 
-def run_graph(args: argparse.Namespace, config: Config, out: IO[str] | None = None) -> int:
+def cmd_graph(args: argparse.Namespace, config: Config, out: IO[str] | None = None) -> int:
     out = out if out is not None else sys.stdout
     since_window: int | None = args.since
     if args.recording:
@@ -93,10 +65,14 @@ def run_graph(args: argparse.Namespace, config: Config, out: IO[str] | None = No
         since_ns = None if since_window is None else max(0, time.time_ns() - since_window)
         try:
             doc = query_graph(args.socket, since_ns)
-            snap = from_json(doc) if args.format == "dot" else None
+            snap = from_json(doc) if args.format in ("dot", "html") else None
         except (GraphClientError, SchemaError) as exc:
             print(f"otelpeers: {exc}", file=sys.stderr)
             return 1
+    if args.format == "html":
+        from otelpeers.graph.html import write_html
+
+        return write_html(snap if snap is not None else from_json(doc), out)
     if args.format == "dot":
         out.write(to_dot(snap if snap is not None else from_json(doc)))
     else:

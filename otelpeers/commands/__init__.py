@@ -1,0 +1,1 @@
+"""One module per `otelpeers` command; otelpeers.cli parses arguments and dispatches here."""

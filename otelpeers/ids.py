@@ -1,0 +1,52 @@
+"""Trace and span ids: one deterministic scheme for every span the agent makes.
+
+Ids are derived from (host boot id, the object's own id): a flow id (socket cookie based)
+or a DNS transaction id. Whoever knows the object's id can name its span, so a connection
+links to its DNS span, a server span names its client parent, and a detection points at its
+evidence span without any bookkeeping, in any order and from any thread. Socket cookies are
+unique per boot; the boot id makes the ids unique across hosts and reboots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from pathlib import Path
+
+_log = logging.getLogger(__name__)
+
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+def read_boot_id(path: Path = BOOT_ID_PATH) -> bytes:
+    """The kernel's boot id; a random one (logged) when it cannot be read."""
+    try:
+        return uuid.UUID(path.read_text().strip()).bytes
+    except (OSError, ValueError) as exc:
+        _log.warning("cannot read boot id from %s (%s); span ids are random for this run",
+                     path, exc)
+        return uuid.uuid4().bytes
+
+
+class SpanIds:
+    """(trace_id, span_id) of the span of a flow or of a DNS transaction; never zero."""
+
+    __slots__ = ("_boot",)
+
+    def __init__(self, boot_id: bytes | None = None) -> None:
+        self._boot = boot_id if boot_id is not None else read_boot_id()
+
+    @property
+    def boot_id(self) -> bytes:
+        return self._boot
+
+    def _ids(self, kind: bytes, ident: str) -> tuple[int, int]:
+        d = hashlib.blake2b(kind + ident.encode(), digest_size=24, key=self._boot[:64]).digest()
+        return int.from_bytes(d[:16], "big") or 1, int.from_bytes(d[16:], "big") or 1
+
+    def flow(self, flow_id: str) -> tuple[int, int]:
+        return self._ids(b"flow/", flow_id)
+
+    def dns(self, txn_id: str) -> tuple[int, int]:
+        return self._ids(b"dns/", txn_id)

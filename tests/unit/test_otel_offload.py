@@ -1,0 +1,116 @@
+"""Span export in a child process: the records survive the trip intact, the spans the child
+writes are the ones the in-process path writes, and a dead child is restarted (counted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+from opentelemetry.sdk.resources import Resource
+
+from otelpeers import attributes as A
+from otelpeers.config import ExportConfig, FilesConfig
+from otelpeers.detect.model import Actor, ActorKind, Detection, EvidenceKind, EvidenceRef
+from otelpeers.detect.rules import meta
+from otelpeers.dns.lookups import DnsLookup
+from otelpeers.dns.transactions import DnsTransaction
+from otelpeers.flows import DnsAnnotation, FileAccess
+from otelpeers.ids import SpanIds
+from otelpeers.otel.exporter import SpanSink
+from otelpeers.otel.offload import pack_flow, pack_lookup, unpack_flow, unpack_lookup
+from otelpeers.pipeline import Outputs
+from otelpeers.testing.flows import T0, flow, local_pair, many, owner
+
+IDS = SpanIds(b"o" * 16)
+HOST = Resource({A.HOST_NAME: "h"})
+
+
+def lookup(name: str = "api.example.com") -> DnsLookup:
+    return DnsLookup(DnsTransaction(
+        txn_id=f"t-{name}", cookie=7, owner=owner(5, "curl"), resolver_addr="10.0.0.53",
+        resolver_port=53, client_addr="10.0.0.2", client_port=5353, question_name=name,
+        qtype="A", rcode="NOERROR", answers=(), addresses=("192.0.2.1",),
+        cname_chain=(name, "edge.example.net"), ttl_min=30, start_ns=T0, end_ns=T0 + 10**6,
+        retries=1, truncated=False, timed_out=False, protocol="udp", family=2,
+        netns_cookie=9, msg_id=42), upstream_txn_id="t-up")
+
+
+def rich_flows() -> list:
+    named = replace(flow("ab"), dns=DnsAnnotation(True, "a.example", ("a.example", "b.x"),
+                                                  "host", "t1"),
+                    files=(FileAccess(3, "/etc/shadow", 0),), summary=0, adopted=True)
+    return [*local_pair(), *many(20), named, replace(flow("ac"), owner=None)]
+
+
+def test_records_survive_the_trip() -> None:
+    for r in rich_flows():
+        assert unpack_flow(pack_flow(r)) == r
+    lk = lookup()
+    back = unpack_lookup(pack_lookup(lk))
+    assert back.upstream_txn_id == lk.upstream_txn_id
+    assert replace(back.txn, answers=()) == replace(lk.txn, answers=())
+
+
+def lines(directory: Path) -> list[dict]:
+    return [json.loads(x) for p in sorted(directory.glob("otelpeers-traces*.jsonl"))
+            for x in p.read_text().splitlines()]
+
+
+def spans_of(doc_lines: list[dict]) -> dict[str, dict]:
+    out = {}
+    for doc in doc_lines:
+        for rs in doc["resourceSpans"]:
+            res = {a["key"]: a["value"] for a in rs["resource"]["attributes"]}
+            for ss in rs["scopeSpans"]:
+                for sp in ss["spans"]:
+                    out[sp["spanId"]] = {**sp, "resource": res}
+    return out
+
+
+def export(tmp: Path, offload: bool, items: Outputs) -> dict[str, dict]:
+    cfg = ExportConfig(files=FilesConfig(directory=str(tmp)))
+    sink = SpanSink(cfg, ids=IDS, host_resource=HOST, offload=offload)
+    sink.consume(items)
+    sink.close()
+    assert sink.counters()["spans_failed"] == 0
+    return spans_of(lines(tmp))
+
+
+def test_the_child_writes_what_the_in_process_path_writes(tmp_path: Path) -> None:
+    actor = Actor(ActorKind.PROCESS, "curl", executable="curl", owner=owner())
+    det = Detection(meta.EXFILTRATION, T0, 0.9, meta.EXFILTRATION.severity, "sent", actor, None,
+                    evidence={"bytes": 5}, evidence_span=EvidenceRef(EvidenceKind.FLOW, "ad"))
+    with_detection = replace(flow("ad"), detections=(det,))
+    items = Outputs(flows=[*rich_flows(), with_detection], dns=[lookup()])
+    inproc = export(tmp_path / "in", False, items)
+    child = export(tmp_path / "child", True, items)
+    assert len(child) == len(rich_flows()) + 2
+    assert child == inproc
+    detected = [s for s in child.values() if any(
+        e["name"] == "otelpeers.detection" for e in s.get("events", ()))]
+    assert len(detected) == 1  # travelled pickled, whole
+
+
+def test_a_dead_child_is_restarted_and_counted(tmp_path: Path) -> None:
+    cfg = ExportConfig(files=FilesConfig(directory=str(tmp_path)), schedule_delay_s=60,
+                       max_export_batch_size=10)
+    sink = SpanSink(cfg, ids=IDS, host_resource=HOST, offload=True)
+    try:
+        sink.consume(Outputs(flows=list(many(10))))
+        assert sink.force_flush(30)
+        child = sink._offload._proc  # the test reaches in to kill it
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        sink.consume(Outputs(flows=list(many(10, start_cookie=0x9000))))
+        assert not sink.force_flush(30)  # the batch sent to the dead child failed
+        sink.consume(Outputs(flows=list(many(10, start_cookie=0xA000))))
+        assert sink.force_flush(30)
+    finally:
+        sink.close()
+    c = sink.counters()
+    assert c["process_restarts"] == 1
+    assert c["spans_exported"] == 20 and c["spans_failed"] == 10
+    assert len(spans_of(lines(tmp_path))) == 20
