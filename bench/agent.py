@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.host import cpu_seconds, rss_bytes
+from bench.host import tree_cpu_seconds, tree_rss_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0
@@ -53,7 +53,7 @@ def wait_for_lock(timeout: float = 300.0) -> float:
 
 _SUMMARY = re.compile(
     r"stopped after (?P<events>\d+) events; (?P<flows>\d+) flows; kernel drops: "
-    r"(?P<drops>\{.*?\}|0); decode errors: (?P<decode>\d+)")
+    r"(?P<drops>\{.*?\}|\d+); decode errors: (?P<decode>\d+)")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,10 @@ def parse_summary(stderr: str) -> AgentSummary | None:
         return None
     m = matches[-1]
     drops = m["drops"]
-    parsed = {} if drops == "0" else ast.literal_eval(drops)
+    if drops.isdigit():  # the total only
+        parsed = {"total": int(drops)} if int(drops) else {}
+    else:
+        parsed = ast.literal_eval(drops)
     return AgentSummary(int(m["events"]), int(m["flows"]),
                         {str(k): int(v) for k, v in parsed.items()}, int(m["decode"]))
 
@@ -91,19 +94,39 @@ def config_yaml(files_dir: str, kernel: dict[str, Any] | None = None,
     return "\n".join(lines) + "\n"
 
 
-def count_flows(path: Path, pred: Callable[[dict[str, Any]], bool]) -> tuple[int, int]:
-    """(matching flows, of which complete) in a --print-flows file; bad lines are skipped."""
-    n = complete = 0
+@dataclass(frozen=True)
+class FlowCount:
+    """What a --print-flows file says about one kind of flow."""
+
+    records: int = 0  # per-connection records (summary records not included)
+    complete: int = 0  # of which complete
+    summarized: int = 0  # connections that summary records stand for (their own records lost)
+    summary_records: int = 0
+
+    @property
+    def connections(self) -> int:
+        """Every connection the agent accounted for: its own record, or a summary's count."""
+        return self.records + self.summarized
+
+
+def count_flows(path: Path, pred: Callable[[dict[str, Any]], bool]) -> FlowCount:
+    """Flows matching pred in a --print-flows file; bad lines are skipped."""
+    n = complete = summarized = summaries = 0
     with contextlib.suppress(FileNotFoundError), path.open() as f:
         for line in f:
             try:
                 d = json.loads(line)
             except ValueError:
                 continue
-            if pred(d):
+            if not pred(d):
+                continue
+            if d.get("summary"):
+                summaries += 1
+                summarized += int(d["summary"])
+            else:
                 n += 1
                 complete += bool(d.get("complete"))
-    return n, complete
+    return FlowCount(n, complete, summarized, summaries)
 
 
 @dataclass
@@ -164,16 +187,23 @@ class AgentProc:
         return self.startup_s
 
     def rss(self) -> int | None:
-        return rss_bytes(self.pid)
+        """VmRSS of the agent and every process it started (span export runs in one)."""
+        main, children = tree_rss_bytes(self.pid)
+        return None if main is None else main + children
+
+    def rss_split(self) -> tuple[int | None, int]:
+        """(the agent process, its children)."""
+        return tree_rss_bytes(self.pid)
 
     def wait_idle(self, quiet_s: float = 1.0, timeout: float = 60.0) -> float:
-        """Wait until the agent's CPU time stops growing for quiet_s (it has caught up)."""
+        """Wait until the agent's CPU time (its children's included: span export runs in
+        one) stops growing for quiet_s (it has caught up)."""
         t0 = time.monotonic()
-        last = cpu_seconds(self.pid)
+        last = tree_cpu_seconds(self.pid)
         quiet_since = time.monotonic()
         while time.monotonic() - t0 < timeout:
             time.sleep(0.25)
-            now = cpu_seconds(self.pid)
+            now = tree_cpu_seconds(self.pid)
             if now is None:
                 break
             if last is not None and now - last > 0.02:  # more than 8% of a core

@@ -151,10 +151,62 @@ def rss_bytes(pid: int) -> int | None:
     return None if kib is None else kib * 1024
 
 
+def parse_mapped_libraries(maps_text: str) -> set[str]:
+    """File names of the shared objects in a /proc/PID/maps text."""
+    out = set()
+    for line in maps_text.splitlines():
+        f = line.split(maxsplit=5)
+        if len(f) == 6 and ".so" in f[5]:
+            out.add(f[5].rsplit("/", 1)[-1].strip())
+    return out
+
+
+def mapped_libraries(pid: int) -> list[str]:
+    try:
+        return sorted(parse_mapped_libraries(Path(f"/proc/{pid}/maps").read_text()))
+    except OSError:
+        return []
+
+
+def child_pids(pid: int) -> list[int]:
+    """Every descendant of pid (children of all its threads, recursively)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                kids = [int(k) for k in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def tree_rss_bytes(pid: int) -> tuple[int | None, int]:
+    """(VmRSS of pid, VmRSS summed over its descendants): an agent with helper processes
+    (span export in a child) is measured whole. Shared pages count once per process: a
+    conservative total."""
+    return rss_bytes(pid), sum(rss_bytes(c) or 0 for c in child_pids(pid))
+
+
 def parse_cpu_ticks(stat_text: str) -> int:
     """utime + stime (clock ticks) from /proc/PID/stat; comm may contain spaces."""
     rest = stat_text[stat_text.rindex(")") + 2:].split()
     return int(rest[11]) + int(rest[12])
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of pid and its descendants (None once pid is gone)."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    return own + sum(cpu_seconds(c) or 0.0 for c in child_pids(pid))
 
 
 def cpu_seconds(pid: int) -> float | None:

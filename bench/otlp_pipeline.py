@@ -1,7 +1,7 @@
 """Throughput of the flow -> OTLP/gRPC span path, against the plain OTel SDK.
 
 Starts rotel-agent (blackhole exporter) on loopback, sends N synthetic flows through
-  1. otelpeers' FlowSpanExporter (ReadableSpans built directly, one resource per process);
+  1. otelpeers' SpanSink (ReadableSpans built directly, one resource per process);
   2. the plain SDK: Tracer + BatchSpanProcessor + OTLP gRPC exporter, same attributes and
      timestamps, one TracerProvider (a single resource: that only favours the SDK);
 and writes spans/s (wall) and spans per CPU-second of this process to a JSON file.
@@ -29,9 +29,10 @@ from opentelemetry.trace import SpanKind
 
 from otelpeers.config import ExportConfig, OtlpConfig
 from otelpeers.events import Direction
-from otelpeers.otel import FlowSpanExporter
+from otelpeers.otel.exporter import SpanSink
 from otelpeers.otel.mapping import flow_attributes, span_name
-from otelpeers.otel.synthetic import many
+from otelpeers.pipeline import Outputs
+from otelpeers.testing.flows import many
 
 
 def free_port() -> int:
@@ -73,10 +74,10 @@ def run_otelpeers(port: int, records) -> int:
     cfg = ExportConfig(otlp=OtlpConfig(endpoint=f"http://127.0.0.1:{port}"),
                        max_queue_size=len(records), max_export_batch_size=2048,
                        schedule_delay_s=0.2)
-    exp = FlowSpanExporter(cfg)
-    exp.export_flows(records)
-    exp.shutdown()
-    st = exp.stats
+    exp = SpanSink(cfg)
+    exp.consume(Outputs(flows=list(records)))
+    exp.close()
+    st = exp.counters()
     if st["spans_exported"] != len(records):
         raise SystemExit(f"otelpeers exporter lost spans: {st}")
     return st["spans_exported"]

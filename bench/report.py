@@ -7,7 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b}
+OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b,
+       "==": lambda a, b: abs(a - b) < 1e-9}  # exact counts: ratio == 1
 
 
 def ratio(value: float | None, baseline: float | None) -> float | None:

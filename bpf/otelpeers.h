@@ -8,20 +8,22 @@
 #ifndef OTELPEERS_H
 #define OTELPEERS_H
 
-#define OP_ABI_VERSION 1
+#define OP_ABI_VERSION 2
 #define OP_COMM_LEN 16
 #define OP_ADDR_LEN 16
 
 enum op_event_type {
     OP_EV_SOCK_CREATE = 1, /* reserved: sock_create records the owner in a map, no event */
     OP_EV_BIND = 2,        /* cgroup/post_bind4|6: explicit bind, local address known */
-    OP_EV_CONNECT = 3,     /* cgroup/connect4|6: connect() attempt, TCP or UDP */
-    OP_EV_ESTABLISHED = 4, /* sock_ops: active or passive TCP established */
-    OP_EV_TCP_CLOSE = 5,   /* sock_ops state callback: TCP reached CLOSE */
+    OP_EV_CONNECT = 3,     /* reserved (ABI 1): connect() is kept in the socket map now */
+    OP_EV_ESTABLISHED = 4, /* reserved (ABI 1): established is kept in the socket map now */
+    OP_EV_TCP_CLOSE = 5,   /* sock_ops: TCP reached CLOSE. The one complete record of a TCP
+                            * connection: start time, addresses, owner, volume, TCP info */
     OP_EV_PEER = 6,        /* cgroup_skb: first packet of a non-TCP socket to/from a new peer */
     OP_EV_RELEASE = 7,     /* cgroup/sock_release: the socket is gone (not for TCP sockets
-                            * with state callbacks: their OP_EV_TCP_CLOSE ends them) */
-    OP_EV_LISTEN = 8,      /* tracepoint sock:inet_sock_set_state -> TCP_LISTEN */
+                            * with state callbacks: their OP_EV_TCP_CLOSE ends them). For a
+                            * TCP connect() that never sent a SYN, start_ns is set */
+    OP_EV_LISTEN = 8,      /* sock_ops TCP_LISTEN_CB: listen(), in the listener's context */
     OP_EV_DNS = 9,         /* cgroup_skb: a DNS packet (struct op_dns_event) */
     OP_EV_EXEC = 10,       /* sched:sched_process_exec (struct op_proc_event) */
     OP_EV_FORK = 11,       /* sched:sched_process_fork */
@@ -36,7 +38,7 @@ enum op_direction {
     OP_DIR_INBOUND = 2,  /* the peer initiated (accept, first packet ingress) */
 };
 
-/* op_event.flags */
+/* op_event.flags (also the low byte of op_sock.flags) */
 #define OP_F_OWNER 0x1        /* owner fields are valid */
 #define OP_F_OWNER_JOINED 0x2 /* owner was joined from the listener, not seen in process context */
 #define OP_F_RELEASED 0x4     /* the socket was released before this event */
@@ -62,7 +64,7 @@ struct op_counters {
     __u64 payload_in;
 };
 
-/* The one event record. 184 bytes. */
+/* The one event record. 200 bytes. */
 struct op_event {
     __u64 ts_ns;        /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
     __u64 cookie;       /* socket cookie: the join key everywhere */
@@ -86,6 +88,8 @@ struct op_event {
     __u64 tcp_bytes_received; /* TCP payload received (sock_ops) */
     __u32 tcp_total_retrans;
     __u32 _pad0;
+    __u64 start_ns;    /* connections: connect() or accept time (monotonic); 0 otherwise */
+    __u64 peer_cookie; /* TCP: the other end's cookie when both ends are on this host */
 };
 
 /* A DNS packet: header, then OP_DNS_PAYLOAD_CAP payload bytes of which payload_len are valid.
@@ -153,8 +157,105 @@ struct op_basename {
     char name[OP_BASENAME_LEN];
 };
 
+/* ---- kernel tables user space reads (batched) ---------------------------------------------- */
+
+/* op_sock.flags above the OP_F_* byte: kernel state, never copied into events. */
+#define OP_S_TCP_TRACKED 0x100 /* sock_ops state callbacks are on for this socket */
+#define OP_S_TCP_CLOSED 0x200  /* sock_ops saw CLOSE */
+#define OP_S_CONN 0x400        /* a TCP connection: connect() called, or accepted */
+#define OP_S_ESTABLISHED 0x800 /* the connection reached ESTABLISHED */
+
+/* What the kernel keeps per socket (sockets map, keyed by socket cookie). User space scans it
+ * in batches for connections that live long enough to be reported while open. 168 bytes. */
+struct op_sock {
+    struct op_owner owner;
+    struct op_counters c;
+    __u64 netns_cookie;
+    __u64 start_ns;    /* connection start (connect() or accept), monotonic */
+    __u64 peer_cookie; /* the other end of a connection made on this host */
+    __u64 last_ns;     /* last packet, coarse monotonic clock (changed since the last scan?) */
+    __u32 flags;       /* OP_F_* and OP_S_* */
+    __u16 bound_port;  /* from post_bind or listen: to drop the listener entry at release */
+    __u16 lport;       /* connections: local port (host order) once established */
+    __u16 rport;       /* connections: the port connect() asked for, or the client's port */
+    __u8 family;
+    __u8 protocol;
+    __u8 sock_type;
+    __u8 direction;    /* enum op_direction */
+    __u8 _pad0[2];
+    __u8 laddr[OP_ADDR_LEN];
+    __u8 raddr[OP_ADDR_LEN]; /* connect(): the address asked for; accepted: the client */
+};
+
+/* Non-TCP sockets can talk to many peers; volume is also kept per (socket, peer). */
+struct op_peer_key {
+    __u64 cookie;
+    __u8 raddr[OP_ADDR_LEN];
+    __u16 rport;
+    __u8 protocol;
+    __u8 family;
+    __u32 _pad0;
+};
+
+struct op_peer {
+    struct op_counters c;
+    __u64 last_ns; /* coarse monotonic clock of the last packet */
+};
+
+struct op_listener_key {
+    __u64 netns_cookie;
+    __u16 port;
+    __u16 _pad0;
+    __u32 _pad1;
+};
+
+struct op_listener {
+    struct op_owner owner;
+    __u64 cookie;
+};
+
+/* Outbound established TCP connections by 4-tuple, so that the accepting end on this host
+ * finds its client (addresses as IPv4-mapped IPv6 for AF_INET). */
+struct op_tuple_key {
+    __u8 laddr[OP_ADDR_LEN];
+    __u8 raddr[OP_ADDR_LEN];
+    __u16 lport;
+    __u16 rport;
+    __u32 _pad0;
+};
+
+/* Exact accounting per (netns, owner, peer, server port, direction, transport), whatever the
+ * ring buffer drops. Two such hash maps take turns behind a one-slot array of maps: user space
+ * swaps them every interval (the kernel waits for running programs on that update) and reads
+ * and empties the one no program can reach any more. port is the server's: the peer's for
+ * outbound, the local one for inbound. 40 bytes. */
+struct op_agg_key {
+    __u64 netns_cookie;
+    __u32 tgid;
+    __u16 port;
+    __u8 family;
+    __u8 protocol;
+    __u8 direction;
+    __u8 _pad0[7];
+    __u8 raddr[OP_ADDR_LEN];
+};
+
+/* When the table is full, counts go to this key (every byte 0xff), inserted by user space. */
+#define OP_AGG_OVERFLOW_BYTE 0xff
+
+struct op_agg {
+    struct op_owner owner;         /* the last owner seen for the pair */
+    __u64 opened;                  /* connections started (connect, accept, first packet) */
+    __u64 failed;                  /* TCP connections that ended before established */
+    __u64 closed;                  /* TCP connections that ended after established */
+    __u64 lost;                    /* per-connection records the ring buffer could not take */
+    struct op_counters volume;     /* TCP: volume of the connections that ended */
+    struct op_counters lost_volume; /* the part of volume whose records were lost */
+};
+
 /* Per-CPU drop counters are indexed by event type; these extra slots count other losses. */
-#define OP_DROP_SLOTS (OP_EV_MAX + 1)
-#define OP_DROP_PEER_TABLE_FULL OP_EV_MAX
+#define OP_DROP_PEER_TABLE_FULL OP_EV_MAX      /* (socket, peer) not tracked: table full */
+#define OP_DROP_SOCK_EVICTED (OP_EV_MAX + 1)   /* a tracked TCP socket's entry was evicted */
+#define OP_DROP_SLOTS (OP_EV_MAX + 2)
 
 #endif /* OTELPEERS_H */

@@ -44,7 +44,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         return 0;
     unsigned short off = args->data_loc_filename & 0xFFFF;
     bpf_probe_read_kernel_str(e->path, sizeof(e->path), (void *)args + off);
-    events.ringbuf_submit(e, 0);
+    /* Wake the reader at once, not batched like the rest (submit()): the agent reads the new
+     * program's /proc entry now, while a short-lived process still exists. Forced: adaptive
+     * notification wakes only a reader that has caught up, and with batching it seldom has. */
+    events.ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
     return 0;
 }
 
@@ -55,7 +58,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
         return 0;
     e->ppid = e->tgid;
     e->child_pid = args->child_pid;
-    events.ringbuf_submit(e, 0);
+    submit(e);
     return 0;
 }
 
@@ -70,7 +73,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
     struct op_proc_event *e = reserve_proc(OP_EV_EXIT);
     if (e)
-        events.ringbuf_submit(e, 0);
+        submit(e);
     return 0;
 }
 
@@ -130,7 +133,7 @@ static __always_inline int on_open(const char *filename, int flags)
     e->open_flags = flags;
     e->match = match;
     __builtin_memcpy(e->path, s->path, OP_PATH_LEN);
-    events.ringbuf_submit(e, 0);
+    submit(e);
     return 0;
 }
 

@@ -5,8 +5,11 @@
  * recorded where the hook runs in process context (sock_create, connect, sendmsg, recvmsg,
  * post_bind) and joined by cookie where it does not (cgroup_skb, sock_ops).
  *
- * Per-packet work stays here: cgroup_skb only adds to counters. Only lifecycle events
- * cross to user space. Sizes come from the loader as -D flags (see otelpeers/kernel/loader.py).
+ * Per-packet work stays here: cgroup_skb only adds to counters. A TCP connection is kept in
+ * the socket map from connect() or accept to CLOSE and crosses to user space once, complete,
+ * when it ends; user space finds long-lived ones by scanning the map. Every connection is also
+ * counted per (process, peer) in the aggregate tables, which stay exact when the ring buffer
+ * is full. Sizes come from the loader as -D flags (see otelpeers/kernel/loader.py).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/in.h>
@@ -27,6 +30,9 @@
 #ifndef OP_MAX_LISTENERS
 #define OP_MAX_LISTENERS 4096
 #endif
+#ifndef OP_MAX_PAIRS
+#define OP_MAX_PAIRS 16384
+#endif
 #ifndef OP_DNS_MAX_PAYLOAD
 #define OP_DNS_MAX_PAYLOAD 512
 #endif
@@ -40,50 +46,26 @@
 #define OP_RINGBUF_PAGES 256
 #endif
 
+/* One 32-bit context load each: clang would merge neighbours into 64-bit loads of sock_ops
+ * fields, which the verifier refuses. */
+#define CTX32(x) (*(volatile __u32 *)&(x))
+
 #define OP_AF_INET 2
 #define OP_AF_INET6 10
-#define OP_TCP_LISTEN 10
+#define OP_TCP_ESTABLISHED 1
+#define OP_TCP_SYN_SENT 2
 #define OP_TCP_CLOSE 7
-
-/* What the kernel keeps per socket. */
-struct op_sock {
-    struct op_owner owner;
-    struct op_counters c;
-    __u64 netns_cookie;
-    __u32 flags;      /* OP_F_* and OP_S_* */
-    __u16 bound_port; /* from post_bind: to drop the listener entry at release */
-    __u16 _pad0;
-};
-
-/* Kernel-private socket flags (never copied into events). */
-#define OP_S_TCP_TRACKED 0x100 /* sock_ops state callbacks are on for this socket */
-#define OP_S_TCP_CLOSED 0x200  /* sock_ops saw CLOSE */
-
-/* Non-TCP sockets can talk to many peers; volume is also kept per (socket, peer). */
-struct op_peer_key {
-    __u64 cookie;
-    __u8 raddr[OP_ADDR_LEN];
-    __u16 rport;
-    __u8 protocol;
-    __u8 family;
-    __u32 _pad0;
-};
-
-struct op_listener_key {
-    __u64 netns_cookie;
-    __u16 port;
-    __u16 _pad0;
-    __u32 _pad1;
-};
-
-struct op_listener {
-    struct op_owner owner;
-    __u64 cookie;
-};
+#define OP_TCP_LISTEN 10
 
 BPF_TABLE("lru_hash", __u64, struct op_sock, sockets, OP_MAX_SOCKETS);
-BPF_TABLE("lru_hash", struct op_peer_key, struct op_counters, peers, OP_MAX_PEERS);
+BPF_TABLE("lru_hash", struct op_peer_key, struct op_peer, peers, OP_MAX_PEERS);
 BPF_TABLE("lru_hash", struct op_listener_key, struct op_listener, listeners, OP_MAX_LISTENERS);
+BPF_TABLE("lru_hash", struct op_tuple_key, __u64, tuples, OP_MAX_SOCKETS / 2 + 1024);
+/* Aggregates: two tables taking turns behind agg_current (see struct op_agg_key). */
+BPF_TABLE("hash", struct op_agg_key, struct op_agg, agg_a, OP_MAX_PAIRS);
+BPF_TABLE("hash", struct op_agg_key, struct op_agg, agg_b, OP_MAX_PAIRS);
+BPF_ARRAY_OF_MAPS(agg_current, "agg_a", 1);
+BPF_ARRAY(agg_zero, struct op_agg, 1); /* a zeroed value to insert (keeps it off the stack) */
 BPF_PERCPU_ARRAY(drops, __u64, OP_DROP_SLOTS);
 #ifndef OP_NETWORKED_OPENS
 #define OP_NETWORKED_OPENS 0
@@ -93,12 +75,33 @@ BPF_PERCPU_ARRAY(drops, __u64, OP_DROP_SLOTS);
 BPF_TABLE("lru_hash", __u32, __u8, networked, OP_MAX_SOCKETS);
 #endif
 BPF_RINGBUF_OUTPUT(events, OP_RINGBUF_PAGES);
+#ifndef OP_WAKEUP_EVERY
+#define OP_WAKEUP_EVERY 64
+#endif
+BPF_PERCPU_ARRAY(wakeup_count, __u32, 1);
+
+/* Submit without waking the reader, except every OP_WAKEUP_EVERY records per CPU. The default
+ * (adaptive) notification wakes a reader that has caught up, which a fast reader nearly
+ * always has: one irq_work and wake-up per record, paid by the process whose packet or
+ * syscall ran the program (measured: it halved a connection storm's rate). The reader also
+ * reads on its poll timeout, so a quiet host's last records wait at most that long. */
+static __always_inline void submit(void *e)
+{
+    __u32 zero = 0;
+    __u64 flags = BPF_RB_NO_WAKEUP;
+    __u32 *n = wakeup_count.lookup(&zero);
+    if (n && ++*n >= OP_WAKEUP_EVERY) {
+        *n = 0;
+        flags = BPF_RB_FORCE_WAKEUP;
+    }
+    events.ringbuf_submit(e, flags);
+}
 
 static __always_inline void count_drop(__u32 slot)
 {
     __u64 *n = drops.lookup(&slot);
     if (n)
-        *n += 1; /* per-CPU slot: no atomic needed */
+        __sync_fetch_and_add(n, 1); /* per-CPU, but process context can be preempted */
 }
 
 static __always_inline struct op_event *reserve(__u8 type)
@@ -126,15 +129,21 @@ static __always_inline void fill_current_owner(struct op_owner *o)
     bpf_get_current_comm(&o->comm, sizeof(o->comm));
 }
 
+/* An entry for a socket seen first outside sock_create (accepted, or older than the agent). */
+static __always_inline struct op_sock *new_sock_entry(__u64 cookie, __u64 netns_cookie)
+{
+    struct op_sock fresh = {};
+    fresh.netns_cookie = netns_cookie;
+    sockets.update(&cookie, &fresh);
+    return sockets.lookup(&cookie);
+}
+
 /* Record the current task as the socket's owner; creates the entry if needed. */
 static __always_inline struct op_sock *own_socket(__u64 cookie, __u64 netns_cookie)
 {
     struct op_sock *s = sockets.lookup(&cookie);
     if (!s) {
-        struct op_sock fresh = {};
-        fresh.netns_cookie = netns_cookie;
-        sockets.update(&cookie, &fresh);
-        s = sockets.lookup(&cookie);
+        s = new_sock_entry(cookie, netns_cookie);
         if (!s)
             return 0;
     }
@@ -150,6 +159,86 @@ static __always_inline struct op_sock *own_socket(__u64 cookie, __u64 netns_cook
     }
 #endif
     return s;
+}
+
+/* ---- aggregates --------------------------------------------------------------------------- */
+static __always_inline struct op_agg *agg_slot(struct op_agg_key *k)
+{
+    __u32 zero = 0;
+    void *m = agg_current.lookup(&zero);
+    if (!m)
+        return 0;
+    struct op_agg *v = bpf_map_lookup_elem(m, k);
+    if (v)
+        return v;
+    struct op_agg *z = agg_zero.lookup(&zero);
+    if (z && bpf_map_update_elem(m, k, z, BPF_NOEXIST) == 0)
+        v = bpf_map_lookup_elem(m, k);
+    else
+        v = bpf_map_lookup_elem(m, k); /* inserted meanwhile on another CPU, or table full */
+    if (v)
+        return v;
+    /* Full: the overflow entry keeps the totals exact. */
+    __builtin_memset(k, OP_AGG_OVERFLOW_BYTE, sizeof(*k));
+    return bpf_map_lookup_elem(m, k);
+}
+
+static __always_inline void agg_key_of(struct op_agg_key *k, struct op_sock *s)
+{
+    __builtin_memset(k, 0, sizeof(*k));
+    k->netns_cookie = s->netns_cookie;
+    k->tgid = s->owner.tgid;
+    k->family = s->family;
+    k->protocol = s->protocol;
+    k->direction = s->direction;
+    k->port = s->direction == OP_DIR_INBOUND ? s->lport : s->rport;
+    __builtin_memcpy(k->raddr, s->raddr, OP_ADDR_LEN);
+}
+
+static __always_inline void agg_add_counters(struct op_counters *dst, struct op_counters *c)
+{
+    __sync_fetch_and_add(&dst->packets_out, c->packets_out);
+    __sync_fetch_and_add(&dst->bytes_out, c->bytes_out);
+    __sync_fetch_and_add(&dst->payload_out, c->payload_out);
+    __sync_fetch_and_add(&dst->packets_in, c->packets_in);
+    __sync_fetch_and_add(&dst->bytes_in, c->bytes_in);
+    __sync_fetch_and_add(&dst->payload_in, c->payload_in);
+}
+
+/* A connection (or non-TCP peer flow) started; lost: its record did not fit. */
+static __always_inline void agg_open(struct op_agg_key *k, struct op_owner *owner, int lost)
+{
+    struct op_agg *v = agg_slot(k);
+    if (!v)
+        return;
+    __sync_fetch_and_add(&v->opened, 1);
+    if (lost)
+        __sync_fetch_and_add(&v->lost, 1);
+    v->owner = *owner;
+}
+
+/* A TCP connection ended: failed (never established) or closed; lost: its record did not fit. */
+static __always_inline void agg_end(struct op_sock *s, int failed, int lost)
+{
+    struct op_agg_key k;
+    agg_key_of(&k, s);
+    struct op_agg *v = agg_slot(&k);
+    if (!v)
+        return;
+    __sync_fetch_and_add(failed ? &v->failed : &v->closed, 1);
+    agg_add_counters(&v->volume, &s->c);
+    if (lost) {
+        __sync_fetch_and_add(&v->lost, 1);
+        agg_add_counters(&v->lost_volume, &s->c);
+    }
+    v->owner = s->owner;
+}
+
+static __always_inline void agg_open_sock(struct op_sock *s)
+{
+    struct op_agg_key k;
+    agg_key_of(&k, s);
+    agg_open(&k, &s->owner, 0);
 }
 
 /* post_bind4 may only read the IPv4 fields of bpf_sock and post_bind6 only the IPv6 ones. */
@@ -179,6 +268,40 @@ static __always_inline void fill_from_sock(struct op_event *e, __u64 cookie, str
     e->flags |= s->flags & (OP_F_OWNER | OP_F_OWNER_JOINED | OP_F_RELEASED);
 }
 
+/* A connection's own fields (start, direction, the address asked for) into its record. */
+static __always_inline void fill_conn(struct op_event *e, struct op_sock *s)
+{
+    e->start_ns = s->start_ns;
+    e->peer_cookie = s->peer_cookie;
+    e->direction = s->direction;
+    e->family = s->family;
+    e->protocol = s->protocol;
+    e->sock_type = s->sock_type;
+    e->lport = s->lport;
+    e->rport = s->rport;
+    __builtin_memcpy(e->laddr, s->laddr, OP_ADDR_LEN);
+    __builtin_memcpy(e->raddr, s->raddr, OP_ADDR_LEN);
+}
+
+/* A TCP connect() that never sent a SYN (failed in connect() itself): its one record. */
+static __always_inline void end_unsent_connect(__u64 cookie, struct op_sock *s, __u8 type)
+{
+    int lost = 1; /* the verifier forbids touching e once submitted, even to test it */
+    struct op_event *e = reserve(type);
+    if (e) {
+        lost = 0;
+        fill_from_sock(e, cookie, s);
+        fill_conn(e, s);
+        e->old_state = OP_TCP_SYN_SENT;
+        e->new_state = OP_TCP_CLOSE;
+        if (type == OP_EV_RELEASE)
+            e->flags |= OP_F_RELEASED;
+        submit(e);
+    }
+    agg_end(s, 1, lost);
+    s->flags &= ~OP_S_CONN;
+}
+
 /* ---- cgroup/sock_create: process context, every new inet socket. Only the map is written:
  * every later event carries the owner, so a creation event would be pure overhead. ---- */
 int otelp_sock_new(struct bpf_sock *ctx)
@@ -188,6 +311,9 @@ int otelp_sock_new(struct bpf_sock *ctx)
     fresh.netns_cookie = bpf_get_netns_cookie(ctx);
     fill_current_owner(&fresh.owner);
     fresh.flags = OP_F_OWNER;
+    fresh.family = ctx->family;
+    fresh.protocol = ctx->protocol;
+    fresh.sock_type = ctx->type;
     sockets.update(&cookie, &fresh);
     return 1;
 }
@@ -215,36 +341,43 @@ static __always_inline int on_post_bind(struct bpf_sock *ctx, int v6)
         return 1;
     fill_from_sock(e, cookie, s);
     copy_bound_addr(e, ctx, v6);
-    events.ringbuf_submit(e, 0);
+    submit(e);
     return 1;
 }
 
 int otelp_bind4(struct bpf_sock *ctx) { return on_post_bind(ctx, 0); }
 int otelp_bind6(struct bpf_sock *ctx) { return on_post_bind(ctx, 1); }
 
-/* ---- cgroup/connect4|6: process context, before the connect happens ---- */
+/* ---- cgroup/connect4|6: process context, before the connect happens. A TCP connection is
+ * kept in the socket map from here on; its one record goes out when it ends. ---- */
 static __always_inline int on_connect(struct bpf_sock_addr *ctx, int v6)
 {
     __u64 cookie = bpf_get_socket_cookie(ctx);
     struct op_sock *s = own_socket(cookie, bpf_get_netns_cookie(ctx));
-    struct op_event *e = reserve(OP_EV_CONNECT);
-    if (!e)
-        return 1;
-    fill_from_sock(e, cookie, s);
-    e->direction = OP_DIR_OUTBOUND;
-    e->family = ctx->family;
-    e->protocol = ctx->protocol;
-    e->sock_type = ctx->type;
-    e->rport = bpf_ntohs((__u16)ctx->user_port);
+    if (!s || ctx->protocol != IPPROTO_TCP)
+        return 1; /* UDP: the owner is enough, flows start with packets */
+    if ((s->flags & OP_S_CONN) && !(s->flags & OP_S_TCP_TRACKED))
+        end_unsent_connect(cookie, s, OP_EV_TCP_CLOSE); /* the earlier attempt never left */
+    s->flags = (s->flags | OP_S_CONN) & ~(OP_S_TCP_CLOSED | OP_S_ESTABLISHED);
+    s->start_ns = bpf_ktime_get_ns();
+    s->peer_cookie = 0;
+    s->direction = OP_DIR_OUTBOUND;
+    s->family = ctx->family;
+    s->protocol = IPPROTO_TCP;
+    s->sock_type = ctx->type;
+    s->lport = 0;
+    s->rport = bpf_ntohs((__u16)ctx->user_port);
+    __builtin_memset(s->laddr, 0, OP_ADDR_LEN);
     if (v6) {
-        __u32 *r = (__u32 *)e->raddr;
+        __u32 *r = (__u32 *)s->raddr;
         r[0] = ctx->user_ip6[0]; r[1] = ctx->user_ip6[1];
         r[2] = ctx->user_ip6[2]; r[3] = ctx->user_ip6[3];
     } else {
         __u32 ip = ctx->user_ip4;
-        __builtin_memcpy(e->raddr, &ip, 4);
+        __builtin_memset(s->raddr, 0, OP_ADDR_LEN);
+        __builtin_memcpy(s->raddr, &ip, 4);
     }
-    events.ringbuf_submit(e, 0);
+    agg_open_sock(s);
     return 1;
 }
 
@@ -265,7 +398,7 @@ int otelp_recv4(struct bpf_sock_addr *ctx) { return on_udp_msg(ctx); }
 int otelp_recv6(struct bpf_sock_addr *ctx) { return on_udp_msg(ctx); }
 
 /* ---- cgroup/sock_release: the socket is gone. Only family, type and protocol of
- * bpf_sock are readable here, so addresses come from earlier events. ---- */
+ * bpf_sock are readable here, so addresses come from the socket map. ---- */
 int otelp_sock_rel(struct bpf_sock *ctx)
 {
     __u64 cookie = bpf_get_socket_cookie(ctx);
@@ -279,27 +412,33 @@ int otelp_sock_rel(struct bpf_sock *ctx)
         if (l && l->cookie == cookie)
             listeners.delete(&k);
     }
-    /* A TCP socket with state callbacks ends in OP_EV_TCP_CLOSE, which says whether it was
-     * released; a release event would add nothing but load. */
-    int tracked = s && (s->flags & OP_S_TCP_TRACKED);
-    struct op_event *e = tracked ? 0 : reserve(OP_EV_RELEASE);
+    if (s && (s->flags & OP_S_TCP_TRACKED)) {
+        /* Its OP_EV_TCP_CLOSE ends it; a TCP socket still closing keeps counting until then. */
+        if (s->flags & OP_S_TCP_CLOSED)
+            sockets.delete(&cookie);
+        else
+            s->flags |= OP_F_RELEASED;
+        return 1;
+    }
+    if (s && (s->flags & OP_S_CONN) && ctx->protocol == IPPROTO_TCP) {
+        end_unsent_connect(cookie, s, OP_EV_RELEASE);
+        sockets.delete(&cookie);
+        return 1;
+    }
+    struct op_event *e = reserve(OP_EV_RELEASE);
     if (e) {
         fill_from_sock(e, cookie, s);
         e->family = ctx->family;
         e->protocol = ctx->protocol;
         e->sock_type = ctx->type;
         e->flags |= OP_F_RELEASED;
-        events.ringbuf_submit(e, 0);
+        submit(e);
     }
-    /* A TCP socket still closing keeps counting until sock_ops sees CLOSE. */
-    if (s && (s->flags & OP_S_TCP_TRACKED) && !(s->flags & OP_S_TCP_CLOSED))
-        s->flags |= OP_F_RELEASED;
-    else
-        sockets.delete(&cookie);
+    sockets.delete(&cookie);
     return 1;
 }
 
-/* ---- sock_ops: TCP established (active and passive) and state changes ---- */
+/* ---- sock_ops: TCP established (active and passive), CLOSE, listen ---- */
 static __always_inline void copy_ops_addrs(struct op_event *e, struct bpf_sock_ops *skops)
 {
     e->family = skops->family;
@@ -315,11 +454,200 @@ static __always_inline void copy_ops_addrs(struct op_event *e, struct bpf_sock_o
         __builtin_memcpy(e->raddr, &r4, 4);
     } else {
         __u32 *l = (__u32 *)e->laddr, *r = (__u32 *)e->raddr;
-        l[0] = skops->local_ip6[0]; l[1] = skops->local_ip6[1];
-        l[2] = skops->local_ip6[2]; l[3] = skops->local_ip6[3];
-        r[0] = skops->remote_ip6[0]; r[1] = skops->remote_ip6[1];
-        r[2] = skops->remote_ip6[2]; r[3] = skops->remote_ip6[3];
+        l[0] = CTX32(skops->local_ip6[0]); l[1] = CTX32(skops->local_ip6[1]);
+        l[2] = CTX32(skops->local_ip6[2]); l[3] = CTX32(skops->local_ip6[3]);
+        r[0] = CTX32(skops->remote_ip6[0]); r[1] = CTX32(skops->remote_ip6[1]);
+        r[2] = CTX32(skops->remote_ip6[2]); r[3] = CTX32(skops->remote_ip6[3]);
     }
+}
+
+static __always_inline __u16 ops_rport(struct bpf_sock_ops *skops)
+{
+    __u32 rp = skops->remote_port;
+    return bpf_ntohs((__u16)(rp >> 16 ? rp >> 16 : rp));
+}
+
+/* The connection's own addresses into the socket map. */
+static __always_inline void ops_addrs_to_sock(struct op_sock *s, struct bpf_sock_ops *skops,
+                                              int remote)
+{
+    s->lport = skops->local_port;
+    if (skops->family == OP_AF_INET) {
+        __u32 l4 = skops->local_ip4;
+        __builtin_memset(s->laddr, 0, OP_ADDR_LEN);
+        __builtin_memcpy(s->laddr, &l4, 4);
+        if (remote) {
+            __u32 r4 = skops->remote_ip4;
+            __builtin_memset(s->raddr, 0, OP_ADDR_LEN);
+            __builtin_memcpy(s->raddr, &r4, 4);
+        }
+    } else {
+        __u32 *l = (__u32 *)s->laddr;
+        l[0] = CTX32(skops->local_ip6[0]); l[1] = CTX32(skops->local_ip6[1]);
+        l[2] = CTX32(skops->local_ip6[2]); l[3] = CTX32(skops->local_ip6[3]);
+        if (remote) {
+            __u32 *r = (__u32 *)s->raddr;
+            r[0] = CTX32(skops->remote_ip6[0]); r[1] = CTX32(skops->remote_ip6[1]);
+            r[2] = CTX32(skops->remote_ip6[2]); r[3] = CTX32(skops->remote_ip6[3]);
+        }
+    }
+    if (remote)
+        s->rport = ops_rport(skops);
+}
+
+/* 4-tuple key, addresses as IPv4-mapped IPv6 so both families of a local pair agree. */
+static __always_inline void tuple_key(struct op_tuple_key *k, struct bpf_sock_ops *skops,
+                                      int swap)
+{
+    __builtin_memset(k, 0, sizeof(*k));
+    __u8 *l = swap ? k->raddr : k->laddr, *r = swap ? k->laddr : k->raddr;
+    if (skops->family == OP_AF_INET) {
+        __u32 l4 = skops->local_ip4, r4 = skops->remote_ip4;
+        l[10] = 0xff; l[11] = 0xff;
+        r[10] = 0xff; r[11] = 0xff;
+        __builtin_memcpy(l + 12, &l4, 4);
+        __builtin_memcpy(r + 12, &r4, 4);
+    } else {
+        __u32 *l32 = (__u32 *)l, *r32 = (__u32 *)r;
+        l32[0] = CTX32(skops->local_ip6[0]); l32[1] = CTX32(skops->local_ip6[1]);
+        l32[2] = CTX32(skops->local_ip6[2]); l32[3] = CTX32(skops->local_ip6[3]);
+        r32[0] = CTX32(skops->remote_ip6[0]); r32[1] = CTX32(skops->remote_ip6[1]);
+        r32[2] = CTX32(skops->remote_ip6[2]); r32[3] = CTX32(skops->remote_ip6[3]);
+    }
+    __u16 lp = skops->local_port, rp = ops_rport(skops);
+    k->lport = swap ? rp : lp;
+    k->rport = swap ? lp : rp;
+}
+
+static __always_inline void on_active_established(struct bpf_sock_ops *skops, __u64 cookie)
+{
+    struct op_sock *s = sockets.lookup(&cookie);
+    if (!s) {
+        s = new_sock_entry(cookie, bpf_get_netns_cookie(skops));
+        if (!s)
+            return;
+    }
+    if (!(s->flags & OP_S_CONN)) {
+        /* connect() ran before the agent attached: the connection starts being tracked here */
+        s->flags |= OP_S_CONN;
+        s->start_ns = bpf_ktime_get_ns();
+        s->direction = OP_DIR_OUTBOUND;
+        s->family = skops->family;
+        s->protocol = IPPROTO_TCP;
+        s->sock_type = 1;
+        ops_addrs_to_sock(s, skops, 1);
+        agg_open_sock(s);
+    }
+    s->flags |= OP_S_TCP_TRACKED | OP_S_ESTABLISHED;
+    ops_addrs_to_sock(s, skops, 0);
+    struct op_tuple_key k;
+    tuple_key(&k, skops, 0);
+    tuples.update(&k, &cookie);
+}
+
+static __always_inline void on_passive_established(struct bpf_sock_ops *skops, __u64 cookie)
+{
+    /* Accepted sockets never pass sock_create: own them through the listener. */
+    __u64 netns = bpf_get_netns_cookie(skops);
+    struct op_sock *s = sockets.lookup(&cookie);
+    if (!s) {
+        s = new_sock_entry(cookie, netns);
+        if (!s)
+            return;
+    }
+    struct op_listener_key lk = {};
+    lk.netns_cookie = netns;
+    lk.port = skops->local_port;
+    struct op_listener *l = listeners.lookup(&lk);
+    if (l) {
+        s->owner = l->owner;
+        s->flags |= OP_F_OWNER | OP_F_OWNER_JOINED;
+    }
+    s->netns_cookie = netns;
+    s->flags |= OP_S_CONN | OP_S_TCP_TRACKED | OP_S_ESTABLISHED;
+    s->start_ns = bpf_ktime_get_ns();
+    s->direction = OP_DIR_INBOUND;
+    s->family = skops->family;
+    s->protocol = IPPROTO_TCP;
+    s->sock_type = 1;
+    ops_addrs_to_sock(s, skops, 1);
+    /* Both ends on this host: each learns the other's cookie. */
+    struct op_tuple_key tk;
+    tuple_key(&tk, skops, 1);
+    __u64 *client = tuples.lookup(&tk);
+    if (client) {
+        __u64 c = *client;
+        s->peer_cookie = c;
+        struct op_sock *cs = sockets.lookup(&c);
+        if (cs)
+            cs->peer_cookie = cookie;
+    }
+    agg_open_sock(s);
+}
+
+static __always_inline void on_tcp_close(struct bpf_sock_ops *skops, __u64 cookie)
+{
+    struct op_sock *s = sockets.lookup(&cookie);
+    if (!s)
+        count_drop(OP_DROP_SOCK_EVICTED); /* state callbacks are on only for sockets we track */
+    int lost = 1;
+    struct op_event *e = reserve(OP_EV_TCP_CLOSE);
+    if (e) {
+        lost = 0;
+        fill_from_sock(e, cookie, s);
+        copy_ops_addrs(e, skops);
+        if (s) {
+            e->start_ns = s->start_ns;
+            e->peer_cookie = s->peer_cookie;
+            e->direction = s->direction;
+        }
+        e->old_state = skops->args[0];
+        e->new_state = skops->args[1];
+        e->srtt_us = skops->srtt_us >> 3;
+        e->tcp_bytes_acked = skops->bytes_acked;
+        e->tcp_bytes_received = skops->bytes_received;
+        e->tcp_total_retrans = skops->total_retrans;
+        submit(e);
+    }
+    if (!s)
+        return;
+    if (s->flags & OP_S_CONN)
+        agg_end(s, skops->args[0] == OP_TCP_SYN_SENT, lost);
+    if (s->direction == OP_DIR_OUTBOUND && (s->flags & OP_S_ESTABLISHED)) {
+        struct op_tuple_key k;
+        tuple_key(&k, skops, 0);
+        tuples.delete(&k);
+    }
+    if (s->flags & OP_F_RELEASED) {
+        sockets.delete(&cookie);
+    } else {
+        s->flags = (s->flags | OP_S_TCP_CLOSED) & ~(OP_S_CONN | OP_S_ESTABLISHED);
+    }
+}
+
+/* listen(): in the listening process's context, with the socket's netns. */
+static __always_inline void on_listen(struct bpf_sock_ops *skops, __u64 cookie)
+{
+    __u64 netns = bpf_get_netns_cookie(skops);
+    struct op_sock *s = own_socket(cookie, netns);
+    struct op_listener_key k = {};
+    struct op_listener l = {};
+    k.netns_cookie = netns;
+    k.port = skops->local_port;
+    fill_current_owner(&l.owner);
+    l.cookie = cookie;
+    listeners.update(&k, &l); /* also for listen() without bind(), which post_bind misses */
+    if (s)
+        s->bound_port = skops->local_port;
+    struct op_event *e = reserve(OP_EV_LISTEN);
+    if (!e)
+        return;
+    fill_from_sock(e, cookie, s);
+    copy_ops_addrs(e, skops);
+    __builtin_memset(e->raddr, 0, OP_ADDR_LEN);
+    e->rport = 0;
+    e->new_state = OP_TCP_LISTEN;
+    submit(e);
 }
 
 int otelp_sockops(struct bpf_sock_ops *skops)
@@ -333,60 +661,16 @@ int otelp_sockops(struct bpf_sock_ops *skops)
         struct op_sock *s = sockets.lookup(&cookie);
         if (s)
             s->flags |= OP_S_TCP_TRACKED;
-        return 1;
-    }
-    if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB || op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
-        int passive = op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB;
+    } else if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
         bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-        struct op_sock *s = sockets.lookup(&cookie);
-        if (passive) {
-            /* Accepted sockets never pass sock_create: own them through the listener. */
-            __u64 netns = bpf_get_netns_cookie(skops);
-            struct op_listener_key k = {};
-            k.netns_cookie = netns;
-            k.port = skops->local_port;
-            struct op_listener *l = listeners.lookup(&k);
-            if (!s) {
-                struct op_sock fresh = {};
-                fresh.netns_cookie = netns;
-                sockets.update(&cookie, &fresh);
-                s = sockets.lookup(&cookie);
-            }
-            if (s && l) {
-                s->owner = l->owner;
-                s->flags |= OP_F_OWNER | OP_F_OWNER_JOINED;
-            }
-        }
-        if (s)
-            s->flags |= OP_S_TCP_TRACKED;
-        struct op_event *e = reserve(OP_EV_ESTABLISHED);
-        if (!e)
-            return 1;
-        fill_from_sock(e, cookie, s);
-        copy_ops_addrs(e, skops);
-        e->direction = passive ? OP_DIR_INBOUND : OP_DIR_OUTBOUND;
-        e->new_state = 1; /* TCP_ESTABLISHED */
-        events.ringbuf_submit(e, 0);
-        return 1;
-    }
-    if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == OP_TCP_CLOSE) {
-        struct op_sock *s = sockets.lookup(&cookie);
-        struct op_event *e = reserve(OP_EV_TCP_CLOSE);
-        if (e) {
-            fill_from_sock(e, cookie, s);
-            copy_ops_addrs(e, skops);
-            e->old_state = skops->args[0];
-            e->new_state = skops->args[1];
-            e->srtt_us = skops->srtt_us >> 3;
-            e->tcp_bytes_acked = skops->bytes_acked;
-            e->tcp_bytes_received = skops->bytes_received;
-            e->tcp_total_retrans = skops->total_retrans;
-            events.ringbuf_submit(e, 0);
-        }
-        if (s && (s->flags & OP_F_RELEASED))
-            sockets.delete(&cookie);
-        else if (s)
-            s->flags |= OP_S_TCP_CLOSED;
+        on_active_established(skops, cookie);
+    } else if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+        on_passive_established(skops, cookie);
+    } else if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == OP_TCP_CLOSE) {
+        on_tcp_close(skops, cookie);
+    } else if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+        on_listen(skops, cookie);
     }
     return 1;
 }
@@ -504,7 +788,7 @@ static __always_inline void capture_dns(struct __sk_buff *skb, struct op_l3 *p, 
     e->payload_len = 0;
     if (bpf_skb_load_bytes(skb, p->hdr_len, e->payload, n) == 0)
         e->payload_len = n;
-    events.ringbuf_submit(e, 0);
+    submit(e);
 }
 
 static __always_inline int count_skb(struct __sk_buff *skb, int egress)
@@ -534,12 +818,12 @@ static __always_inline int count_skb(struct __sk_buff *skb, int egress)
 
     struct op_sock *s = sockets.lookup(&cookie);
     if (!s) {
-        struct op_sock fresh = {};
-        sockets.update(&cookie, &fresh);
-        s = sockets.lookup(&cookie);
+        s = new_sock_entry(cookie, 0);
         if (!s)
             return 1;
     }
+    __u64 now = bpf_ktime_get_coarse_ns();
+    s->last_ns = now;
     if (egress) {
         __sync_fetch_and_add(&s->c.packets_out, segs);
         __sync_fetch_and_add(&s->c.bytes_out, wire);
@@ -566,16 +850,18 @@ static __always_inline int count_skb(struct __sk_buff *skb, int egress)
         __builtin_memcpy(k.raddr, p.saddr, OP_ADDR_LEN);
         k.rport = p.sport;
     }
-    struct op_counters *pc = peers.lookup(&k);
-    if (!pc) {
-        struct op_counters zero = {};
+    struct op_peer *pv = peers.lookup(&k);
+    if (!pv) {
+        struct op_peer zero = {};
         if (peers.insert(&k, &zero) != 0) {
             count_drop(OP_DROP_PEER_TABLE_FULL);
             return 1;
         }
-        pc = peers.lookup(&k);
+        pv = peers.lookup(&k);
+        int lost = 1;
         struct op_event *e = reserve(OP_EV_PEER);
         if (e) {
+            lost = 0;
             fill_from_sock(e, cookie, s);
             e->direction = egress ? OP_DIR_OUTBOUND : OP_DIR_INBOUND;
             e->family = p.family;
@@ -590,11 +876,22 @@ static __always_inline int count_skb(struct __sk_buff *skb, int egress)
                 __builtin_memcpy(e->laddr, p.daddr, OP_ADDR_LEN);
                 e->lport = p.dport;
             }
-            events.ringbuf_submit(e, 0);
+            submit(e);
         }
-        if (!pc)
+        struct op_agg_key ak = {};
+        ak.netns_cookie = s->netns_cookie;
+        ak.tgid = s->owner.tgid;
+        ak.port = p.dport; /* egress: the peer's port; ingress: ours */
+        ak.family = p.family;
+        ak.protocol = p.protocol;
+        ak.direction = egress ? OP_DIR_OUTBOUND : OP_DIR_INBOUND;
+        __builtin_memcpy(ak.raddr, k.raddr, OP_ADDR_LEN);
+        agg_open(&ak, &s->owner, lost);
+        if (!pv)
             return 1;
     }
+    pv->last_ns = now;
+    struct op_counters *pc = &pv->c;
     if (egress) {
         __sync_fetch_and_add(&pc->packets_out, segs);
         __sync_fetch_and_add(&pc->bytes_out, wire);
@@ -609,27 +906,3 @@ static __always_inline int count_skb(struct __sk_buff *skb, int egress)
 
 int otelp_skb_egr(struct __sk_buff *skb) { return count_skb(skb, 1); }
 int otelp_skb_ingr(struct __sk_buff *skb) { return count_skb(skb, 0); }
-
-/* ---- listen(): seen by the state tracepoint, in the listening process's context ---- */
-TRACEPOINT_PROBE(sock, inet_sock_set_state)
-{
-    if (args->protocol != IPPROTO_TCP || args->newstate != OP_TCP_LISTEN)
-        return 0;
-    struct op_event *e = reserve(OP_EV_LISTEN);
-    if (!e)
-        return 0;
-    fill_current_owner(&e->owner);
-    e->flags = OP_F_OWNER;
-    e->family = args->family;
-    e->protocol = IPPROTO_TCP;
-    e->sock_type = 1;
-    e->old_state = args->oldstate;
-    e->new_state = args->newstate;
-    e->lport = args->sport;
-    if (args->family == OP_AF_INET)
-        __builtin_memcpy(e->laddr, args->saddr, 4);
-    else
-        __builtin_memcpy(e->laddr, args->saddr_v6, 16);
-    events.ringbuf_submit(e, 0);
-    return 0;
-}

@@ -1,4 +1,7 @@
-"""The few bpf(2) commands bcc does not wrap: cgroup links, attachment queries, detach.
+"""The bpf(2) commands the agent uses itself: map access (single and batched), object
+info, cgroup links, attachment queries and detach. The agent never imports bcc (the compiler
+runs in a short-lived child, otelpeers/kernel/compiler.py): every map is reached through
+these wrappers with the ctypes mirrors of otelpeers/abi.py.
 
 Links (BPF_LINK_CREATE) are how otelpeers attaches by default: the kernel detaches a link
 when its last file descriptor closes, so even a SIGKILLed agent leaves nothing attached.
@@ -13,19 +16,38 @@ import ctypes.util
 import errno
 import os
 import platform
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 
 PROGRAM_PREFIX = "otelp_"
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
 BPF_PROG_ATTACH = 8
 BPF_PROG_DETACH = 9
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_QUERY = 16
+BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 BPF_LINK_CREATE = 28
 BPF_F_ALLOW_MULTI = 2
+BPF_ANY = 0
+BPF_NOEXIST = 1
+
+# enum bpf_map_type values the agent reads
+MAP_TYPE_HASH = 1
+MAP_TYPE_ARRAY = 2
+MAP_TYPE_PERCPU_ARRAY = 6
+MAP_TYPE_LRU_HASH = 9
+MAP_TYPE_ARRAY_OF_MAPS = 12
+MAP_TYPE_RINGBUF = 27
+_PERCPU_TYPES = frozenset({5, MAP_TYPE_PERCPU_ARRAY, 10})  # percpu hash, array, lru hash
 
 # enum bpf_attach_type values for the cgroup hooks otelpeers uses.
 CGROUP_INET_INGRESS = 0
@@ -67,8 +89,6 @@ def _bpf(cmd: int, attr: ctypes.Array[ctypes.c_char]) -> int:
 
 def _attr(*fields: tuple[int, str, int], size: int = 128) -> ctypes.Array[ctypes.c_char]:
     """A zeroed bpf_attr with (offset, struct format, value) fields filled in."""
-    import struct
-
     buf = ctypes.create_string_buffer(size)
     for offset, fmt, value in fields:
         struct.pack_into(fmt, buf, offset, value)
@@ -101,8 +121,6 @@ def query_prog_ids(cgroup_fd: int, attach_type: int, max_ids: int = 64) -> list[
         if exc.errno in (errno.EINVAL, errno.ENOENT):  # attach type unknown to this kernel
             return []
         raise
-    import struct
-
     count = struct.unpack_from("I", attr, 24)[0]
     return list(ids[: min(count, max_ids)])
 
@@ -124,8 +142,6 @@ def prog_id(prog_fd: int) -> int:
     attr = _attr((0, "I", prog_fd), (4, "I", ctypes.sizeof(info)),
                  (8, "Q", ctypes.addressof(info)))
     _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
-    import struct
-
     return struct.unpack_from("I", info, 4)[0]
 
 
@@ -182,3 +198,166 @@ def detach_stale(cgroup_path: str, keep_ids: frozenset[int] = frozenset()) -> li
     finally:
         os.close(fd)
     return removed
+
+
+# ---- maps ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MapInfo:
+    map_type: int
+    map_id: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+    name: str
+
+
+def map_info(map_fd: int) -> MapInfo:
+    """struct bpf_map_info of a map fd (BPF_OBJ_GET_INFO_BY_FD)."""
+    info = ctypes.create_string_buffer(128)
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _attr((0, "I", map_fd), (4, "I", ctypes.sizeof(info)),
+                                       (8, "Q", ctypes.addressof(info))))
+    typ, mid, ks, vs, me, fl = struct.unpack_from("6I", info, 0)
+    name = info.raw[24:40].split(b"\0", 1)[0].decode("ascii", "replace")
+    return MapInfo(typ, mid, ks, vs, me, fl, name)
+
+
+def parse_cpu_list(text: str) -> int:
+    """Number of CPUs in a kernel CPU list such as "0-3,8-11" (the highest index + 1)."""
+    top = -1
+    for part in text.strip().split(","):
+        if part:
+            top = max(top, int(part.split("-")[-1]))
+    return top + 1
+
+
+@cache
+def possible_cpus() -> int:
+    """Per-CPU map values hold one slot per possible CPU, not per online CPU."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        return parse_cpu_list(f.read())
+
+
+class BpfMap:
+    """A map reached by fd: single-element access and batched reads, raw bytes in and out.
+
+    Callers pack and unpack with the struct layouts of otelpeers.abi; per-CPU maps return
+    possible_cpus() values, each padded to 8 bytes, one after the other.
+    """
+
+    BATCH = 4096  # elements per batch syscall
+
+    def __init__(self, fd: int, name: str = "") -> None:
+        self.fd = fd
+        self.info = map_info(fd)
+        self.name = name or self.info.name
+        self.key_size = self.info.key_size
+        self.percpu = self.info.map_type in _PERCPU_TYPES
+        self.ncpus = possible_cpus() if self.percpu else 1
+        self.value_stride = (self.info.value_size + 7) & ~7 if self.percpu else self.info.value_size
+        self.value_size = self.value_stride * self.ncpus
+        self._key = ctypes.create_string_buffer(max(self.key_size, 8))
+        self._value = ctypes.create_string_buffer(max(self.value_size, 8))
+        self._elem_attr = _attr((0, "I", fd), (8, "Q", ctypes.addressof(self._key)),
+                                (16, "Q", ctypes.addressof(self._value)))
+        # BPF_MAP_DELETE_ELEM refuses any field set after the key (EINVAL)
+        self._delete_attr = _attr((0, "I", fd), (8, "Q", ctypes.addressof(self._key)))
+        self._batch_keys: ctypes.Array[ctypes.c_char] | None = None
+        self._batch_values: ctypes.Array[ctypes.c_char] | None = None
+        self._tokens = ctypes.create_string_buffer(16)
+
+    def _set_key(self, key: bytes) -> None:
+        if len(key) != self.key_size:
+            raise ValueError(f"map {self.name}: key of {len(key)} bytes, want {self.key_size}")
+        ctypes.memmove(self._key, key, self.key_size)
+
+    def lookup(self, key: bytes) -> bytes | None:
+        self._set_key(key)
+        struct.pack_into("Q", self._elem_attr, 24, 0)
+        ret = _libc.syscall(_SYS_BPF, BPF_MAP_LOOKUP_ELEM, self._elem_attr, 128)
+        if ret < 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:
+                return None
+            raise BpfError(err, f"lookup in map {self.name}: {os.strerror(err)}")
+        return self._value.raw[: self.value_size]
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        self._set_key(key)
+        if len(value) != self.value_size:
+            raise ValueError(f"map {self.name}: value of {len(value)} bytes, "
+                             f"want {self.value_size}")
+        ctypes.memmove(self._value, value, self.value_size)
+        struct.pack_into("Q", self._elem_attr, 24, flags)
+        _bpf(BPF_MAP_UPDATE_ELEM, self._elem_attr)
+
+    def delete(self, key: bytes) -> bool:
+        self._set_key(key)
+        ret = _libc.syscall(_SYS_BPF, BPF_MAP_DELETE_ELEM, self._delete_attr, 128)
+        if ret < 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:
+                return False
+            raise BpfError(err, f"delete in map {self.name}: {os.strerror(err)}")
+        return True
+
+    def batches(self, delete: bool = False) -> Iterator[tuple[memoryview, memoryview, int]]:
+        """Every element, in batches (BPF_MAP_LOOKUP[_AND_DELETE]_BATCH): (keys, values, n),
+        views of reused buffers, valid until the next batch is asked for; unpack them in
+        place. With delete, each element read is removed in the same kernel operation."""
+        n = self.BATCH
+        if self._batch_keys is None:
+            self._batch_keys = ctypes.create_string_buffer(n * self.key_size)
+            self._batch_values = ctypes.create_string_buffer(n * self.value_size)
+        assert self._batch_values is not None
+        cmd = BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else BPF_MAP_LOOKUP_BATCH
+        tokens = ctypes.addressof(self._tokens)
+        first = True
+        while True:
+            attr = _attr((0, "Q", 0 if first else tokens), (8, "Q", tokens + 8),
+                         (16, "Q", ctypes.addressof(self._batch_keys)),
+                         (24, "Q", ctypes.addressof(self._batch_values)),
+                         (32, "I", n), (36, "I", self.fd))
+            ret = _libc.syscall(_SYS_BPF, cmd, attr, 128)
+            err = ctypes.get_errno() if ret < 0 else 0
+            if ret < 0 and err != errno.ENOENT:
+                if err == errno.ENOSPC and n < 1 << 20:  # a bucket larger than the batch
+                    n *= 4
+                    self._batch_keys = ctypes.create_string_buffer(n * self.key_size)
+                    self._batch_values = ctypes.create_string_buffer(n * self.value_size)
+                    continue
+                raise BpfError(err, f"batch read of map {self.name}: {os.strerror(err)}")
+            got = struct.unpack_from("I", attr, 32)[0]
+            if got:
+                # cast to unsigned bytes: views of c_char arrays ("<c") never compare equal
+                # to bytes
+                yield (memoryview(self._batch_keys).cast("B")[: got * self.key_size],
+                       memoryview(self._batch_values).cast("B")[: got * self.value_size], got)
+            if ret < 0:  # ENOENT: the walk is complete
+                return
+            ctypes.memmove(tokens, tokens + 8, 8)  # the next call starts where this one ended
+            first = False
+
+    def read_all(self, delete: bool = False) -> tuple[bytes, bytes, int]:
+        """Every element as (keys, values, count), packed back to back (copies: small maps)."""
+        keys, values, total = [], [], 0
+        for k, v, n in self.batches(delete):
+            keys.append(bytes(k))
+            values.append(bytes(v))
+            total += n
+        return b"".join(keys), b"".join(values), total
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def sum_percpu(raw: bytes, stride: int, fmt: str) -> tuple[int, ...]:
+    """Sum a per-CPU value (one struct per CPU, `stride` bytes apart) field by field."""
+    st = struct.Struct(fmt)
+    totals = [0] * len(st.unpack_from(raw, 0))
+    for off in range(0, len(raw) - st.size + 1, stride):
+        for i, v in enumerate(st.unpack_from(raw, off)):
+            totals[i] += v
+    return tuple(totals)

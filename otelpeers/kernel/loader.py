@@ -1,5 +1,10 @@
 """Compile, load and attach the socket sensors; detach everything on every exit path.
 
+bcc compiles and loads in a short-lived child process (otelpeers/kernel/compiler.py), which
+hands the agent the file descriptors of every map, program and tracepoint attachment over a
+unix socket; the agent itself never maps LLVM, clang or libbcc. Maps are then reached through
+otelpeers.kernel.bpfsys.
+
 Programs attach at the cgroup-v2 root with BPF links by default: the kernel detaches a link
 when the agent's last fd for it closes, which covers SIGKILL too. The legacy mode
 (BPF_PROG_ATTACH) exists for kernels without cgroup links; such attachments outlive their
@@ -8,15 +13,20 @@ loader, so every start first removes otelpeers programs that a dead instance lef
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import ctypes
 import fcntl
+import json
 import logging
 import os
+import socket
+import struct
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from otelpeers import abi
 from otelpeers.config import Config
 from otelpeers.kernel import bpfsys
 from otelpeers.kernel.cgroup import find_cgroup2_mount
@@ -29,6 +39,9 @@ BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
 # tracepoints named in the main source, not in included files.
 SOURCES = (BPF_DIR / "sockets.bpf.c", BPF_DIR / "process.bpf.c")
 LOCK_PATH = "/run/otelpeers.lock"
+COMPILE_TIMEOUT_S = 120.0
+# BPF_ATTACH_TYPE values bcc's load_func takes as expected_attach_type (-1: none).
+_BCC_NO_ATTACH = -1
 
 
 class SensorError(RuntimeError):
@@ -68,6 +81,7 @@ def cflags_for(config: Config) -> list[str]:
         f"-DOP_MAX_SOCKETS={k.max_sockets}",
         f"-DOP_MAX_PEERS={k.max_peers}",
         f"-DOP_MAX_LISTENERS={k.max_listeners}",
+        f"-DOP_MAX_PAIRS={k.max_pairs}",
         f"-DOP_DNS_MAX_PAYLOAD={d.max_payload}",
         f"-DOP_NETWORKED_OPENS={int(config.process.file_opens_of_networked_processes)}",
     ]
@@ -85,21 +99,23 @@ def generated_source(config: Config) -> str:
     return "\n".join(f"// {f}" for f in cflags_for(config)) + "\n" + program_text()
 
 
-def _release_compiler_heap() -> None:
-    """clang/LLVM free what they used to compile, but glibc keeps the pages; hand them back
-    (measured: about 35 MB of the agent's RSS)."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 class KernelSensors:
-    """Owns the loaded BPF object and every attachment; use as a context manager."""
+    """Owns every map, program and attachment (as file descriptors); a context manager.
+
+    After start(): maps[name] is a bpfsys.BpfMap for each kernel table, ringbuf_fd the ring
+    buffer's map fd, and agg_active the index (0: agg_a, 1: agg_b) of the aggregate table
+    the kernel currently writes.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.bpf: Any = None
         self.cgroup_path = ""
         self.stale_removed: list[bpfsys.AttachedProgram] = []
+        self.maps: dict[str, bpfsys.BpfMap] = {}
+        self.programs: dict[str, int] = {}  # name -> program fd (cgroup and tracepoint)
+        self.ringbuf_fd = -1
+        self.agg_active = 0
+        self._tracepoints: list[int] = []  # perf event fds: open = attached
         self._links: list[int] = []
         self._legacy: list[tuple[int, int]] = []  # (prog fd, attach type)
         self._cgroup_fd = -1
@@ -112,12 +128,13 @@ class KernelSensors:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self) -> None:
+    def start(self) -> KernelSensors:
         try:
             self._start()
         except BaseException:
             self.close()
             raise
+        return self
 
     def _start(self) -> None:
         if os.geteuid() != 0:
@@ -136,9 +153,9 @@ class KernelSensors:
         for prog in self.stale_removed:
             log.warning("removed stale otelpeers program %s (id %d) left attached by an earlier "
                         "instance", prog.name, prog.prog_id)
-        self.bpf = self._compile()
-        _release_compiler_heap()
+        self._load_in_child()
         self._fill_sensitive_paths()
+        self._arm_aggregates()
         self._attach_all()
 
     def _take_lock(self) -> None:
@@ -157,61 +174,69 @@ class KernelSensors:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
-    def _compile(self) -> Any:
+    def _load_in_child(self) -> None:
+        """bcc compiles and loads in a child; the fds come back over a socketpair."""
+        compilation = _take_pending(self.config) or Compilation(self.config)
         try:
-            from bcc import BPF
-        except ImportError as exc:
-            raise SensorError(
-                "the bcc Python bindings are not importable; install Debian's python3-bpfcc "
-                "(scripts/setup.sh does) and run otelpeers from the project's .venv") from exc
-        try:
-            return BPF(text=program_text().encode(), cflags=cflags_for(self.config))
-        except Exception as exc:
-            if "Failed to load BPF program" in str(exc):  # tracepoints load at compile time
-                raise SensorError(f"the kernel refused a tracepoint program: {exc}") from exc
-            release = os.uname().release
-            raise SensorError(
-                f"bcc could not compile the sensors ({exc}); kernel headers for {release} are "
-                f"probably missing: install them, or link the distro's generic headers into "
-                f"/lib/modules/{release}/build (scripts/setup.sh does this)") from exc
+            answer, fds = compilation.result()
+            self._take_fds(answer, fds)
+        finally:
+            compilation.close()
+
+    def _take_fds(self, answer: dict[str, list[str]], fds: list[int]) -> None:
+        it = iter(fds)
+        for name in answer["maps"]:
+            fd = next(it)
+            if name == "events":
+                self.ringbuf_fd = fd
+            else:
+                self.maps[name] = bpfsys.BpfMap(fd, name)
+        for name in answer["programs"]:
+            self.programs[name] = next(it)
+        for _tp in answer["tracepoints"]:
+            self._tracepoints.append(next(it))
+        for name in answer["tracepoint_programs"]:
+            self.programs[name] = next(it)
+        missing = {p.name for p in PROGRAMS} - set(self.programs)
+        if missing or self.ringbuf_fd < 0:
+            raise SensorError(f"the compiler child did not return {sorted(missing)}")
 
     def _fill_sensitive_paths(self) -> None:
         """The kernel-side file filter: path prefixes (LPM trie) and basenames (hash)."""
-        from otelpeers import abi
-
-        prefixes = self.bpf[b"sensitive_prefixes"]
+        one = b"\x01"
+        prefixes = self.maps["sensitive_prefixes"]
         for p in self.config.process.sensitive_prefixes:
             raw = p.encode()[: abi.PREFIX_LEN]
-            prefixes[abi.CPathPrefix(len(raw) * 8, raw)] = ctypes.c_uint8(1)
-        names = self.bpf[b"sensitive_basenames"]
+            prefixes.update(abi.PATH_PREFIX.struct.pack(len(raw) * 8, raw), one)
+        names = self.maps["sensitive_basenames"]
         for n in self.config.process.sensitive_basenames:
-            names[abi.CBasename(n.encode()[: abi.BASENAME_LEN - 1])] = ctypes.c_uint8(1)
+            names.update(abi.BASENAME.struct.pack(n.encode()[: abi.BASENAME_LEN - 1]), one)
+
+    def _arm_aggregates(self) -> None:
+        """Both aggregate tables get their overflow entry; agg_a is the current one."""
+        zero = bytes(abi.AGG.size)
+        for name in ("agg_a", "agg_b"):
+            self.maps[name].update(abi.AGG_OVERFLOW_KEY, zero, bpfsys.BPF_NOEXIST)
+        self.maps["agg_current"].update(struct.pack("I", 0),
+                                        struct.pack("I", self.maps["agg_a"].fd))
+        self.agg_active = 0
 
     def _attach_all(self) -> None:
-        from bcc import BPF
-
         legacy = self.config.kernel.attach_mode == "legacy"
         for spec in PROGRAMS:
-            prog_type = getattr(BPF, spec.prog_type)
-            at = spec.attach_type if spec.expected_attach else -1
-            try:
-                fn = self.bpf.load_func(spec.name.encode(), prog_type, attach_type=at)
-            except Exception as exc:
-                raise SensorError(f"the kernel refused program {spec.name}: {exc}") from exc
+            fd = self.programs[spec.name]
             try:
                 if legacy:
-                    bpfsys.prog_attach(fn.fd, self._cgroup_fd, spec.attach_type)
-                    self._legacy.append((fn.fd, spec.attach_type))
+                    bpfsys.prog_attach(fd, self._cgroup_fd, spec.attach_type)
+                    self._legacy.append((fd, spec.attach_type))
                 else:
-                    self._links.append(bpfsys.link_create(fn.fd, self._cgroup_fd, spec.attach_type))
+                    self._links.append(bpfsys.link_create(fd, self._cgroup_fd, spec.attach_type))
             except OSError as exc:
                 raise SensorError(
                     f"cannot attach {spec.name} to {self.cgroup_path}: {exc.strerror}") from exc
 
     def attached_program_ids(self) -> frozenset[int]:
-        if self.bpf is None:
-            return frozenset()
-        return frozenset(bpfsys.prog_id(fn.fd) for fn in self.bpf.funcs.values())
+        return frozenset(bpfsys.prog_id(fd) for fd in self.programs.values())
 
     def close(self) -> None:
         """Detach and unload everything; safe to call more than once and after a failed start."""
@@ -225,13 +250,128 @@ class KernelSensors:
             except OSError as exc:
                 log.error("could not detach program fd %d (attach type %d): %s", prog_fd, at, exc)
         self._legacy.clear()
-        if self.bpf is not None:
-            with contextlib.suppress(Exception):
-                self.bpf.cleanup()  # tracepoints, maps, program fds
-            self.bpf = None
+        for fd in [*self._tracepoints, *self.programs.values()]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._tracepoints.clear()
+        self.programs.clear()
+        for m in self.maps.values():
+            with contextlib.suppress(OSError):
+                m.close()
+        self.maps.clear()
+        if self.ringbuf_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.ringbuf_fd)
+            self.ringbuf_fd = -1
         if self._cgroup_fd >= 0:
             os.close(self._cgroup_fd)
             self._cgroup_fd = -1
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+class Compilation:
+    """One run of the compiler child: started at construction, result() waits for it."""
+
+    def __init__(self, config: Config) -> None:
+        self.request = {"text": program_text(), "cflags": cflags_for(config),
+                        "programs": [[p.name, p.prog_type,
+                                      p.attach_type if p.expected_attach else _BCC_NO_ATTACH]
+                                     for p in PROGRAMS]}
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "otelpeers.kernel.compiler", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                cwd=str(BPF_DIR.parent), env=_child_env())
+        except OSError as exc:
+            self._sock.close()
+            raise SensorError(f"cannot start the compiler child: {exc}") from exc
+        finally:
+            theirs.close()
+        self._sock.settimeout(COMPILE_TIMEOUT_S)
+        self._sock.sendall(json.dumps(self.request).encode())
+
+    def result(self) -> tuple[dict[str, list[str]], list[int]]:
+        """The child's answer and the fds (ours from now on); raises SensorError."""
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self._sock, 1 << 20, 512)
+        except (TimeoutError, OSError) as exc:
+            raise SensorError(f"the compiler child did not answer: {exc}") from exc
+        if not data:
+            raise SensorError(f"the compiler child exited early (status {self._proc.wait()}); "
+                              "its messages are above")
+        answer = json.loads(data)
+        if "error" in answer:
+            for fd in fds:
+                os.close(fd)
+            raise _stage_error(answer)
+        with contextlib.suppress(OSError):
+            self._sock.send(b"ok")
+        return answer, fds
+
+    def close(self) -> None:
+        self._sock.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+_pending: Compilation | None = None
+
+
+def precompile(config: Config) -> None:
+    """Start compiling the sensors now, in the child, while the caller builds the rest of
+    the agent; the next KernelSensors(config).start() takes the result (start-up overlaps
+    compiling with importing and assembling, instead of following it). Needs no privileges
+    until the programs are loaded, which the child does."""
+    global _pending
+    if _pending is None:
+        _pending = Compilation(config)
+        atexit.register(_drop_pending)
+
+
+def _take_pending(config: Config) -> Compilation | None:
+    global _pending
+    c, _pending = _pending, None
+    if c is not None and c.request["cflags"] != cflags_for(config):
+        c.close()  # compiled for another configuration: start again
+        return None
+    return c
+
+
+def _drop_pending() -> None:
+    global _pending
+    c, _pending = _pending, None
+    if c is not None:
+        c.close()
+
+
+def _child_env() -> dict[str, str]:
+    """The child imports otelpeers from this checkout, whatever the working directory."""
+    env = dict(os.environ)
+    root = str(BPF_DIR.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _stage_error(answer: dict[str, str]) -> SensorError:
+    stage, msg, prog = answer.get("stage"), answer.get("error", ""), answer.get("program", "")
+    if stage == "import":
+        return SensorError(
+            "the bcc Python bindings are not importable; install Debian's python3-bpfcc "
+            "(scripts/setup.sh does) and run otelpeers from the project's .venv")
+    if stage == "tracepoint":
+        return SensorError(f"the kernel refused a tracepoint program: {msg}")
+    if stage == "program":
+        return SensorError(f"the kernel refused program {prog}: {msg}")
+    if stage == "compile":
+        release = os.uname().release
+        return SensorError(
+            f"bcc could not compile the sensors ({msg}); kernel headers for {release} are "
+            f"probably missing: install them, or link the distro's generic headers into "
+            f"/lib/modules/{release}/build (scripts/setup.sh does this)")
+    return SensorError(f"the compiler child failed: {msg} {answer.get('traceback', '')}")

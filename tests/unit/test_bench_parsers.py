@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the bench package
 
-from bench.agent import config_yaml, count_flows, parse_summary  # noqa: E402
+from bench.agent import FlowCount, config_yaml, count_flows, parse_summary  # noqa: E402
 from bench.figures import parse_iperf_bps, parse_lost, parse_tcplife  # noqa: E402
 from bench.host import (  # noqa: E402
     ProgStat,
@@ -18,6 +18,7 @@ from bench.host import (  # noqa: E402
     parse_cpu_model,
     parse_cpu_ticks,
     parse_map_memory,
+    parse_mapped_libraries,
     parse_prog_stats,
     parse_vm_rss_kib,
     prog_stats_delta,
@@ -75,6 +76,9 @@ def test_agent_stop_line_with_and_without_drops() -> None:
     z = parse_summary("otelpeers: stopped after 5 events; 1 flows; kernel drops: 0; "
                       "decode errors: 0")
     assert z is not None and z.kernel_drops == {} and z.drops_total == 0
+    n = parse_summary("otelpeers: stopped after 5 events; 1 flows; kernel drops: 17; "
+                      "decode errors: 0")  # the total only
+    assert n is not None and n.drops_total == 17
     assert parse_summary("Traceback ...") is None
 
 
@@ -96,8 +100,48 @@ def test_count_flows_counts_matches_and_complete(tmp_path: Path) -> None:
         json.dumps({"peer_port": 81, "complete": True}),
         "{not json",
     ]) + "\n")
-    assert count_flows(p, lambda d: d["peer_port"] == 80) == (2, 1)
-    assert count_flows(tmp_path / "missing", lambda d: True) == (0, 0)
+    c = count_flows(p, lambda d: d["peer_port"] == 80)
+    assert (c.records, c.complete, c.connections) == (2, 1, 2)
+    assert count_flows(tmp_path / "missing", lambda d: True) == FlowCount()
+
+
+def test_count_flows_adds_the_connections_summary_records_stand_for(tmp_path: Path) -> None:
+    p = tmp_path / "flows.jsonl"
+    p.write_text("\n".join(json.dumps(d) for d in [
+        {"peer_port": 80, "complete": True, "summary": 0},
+        {"peer_port": 80, "complete": True, "summary": 40},
+        {"peer_port": 80, "complete": True, "summary": 2},
+    ]) + "\n")
+    c = count_flows(p, lambda d: True)
+    assert (c.records, c.complete, c.summarized, c.summary_records) == (1, 1, 42, 2)
+    assert c.connections == 43
+
+
+def test_process_tree_of_this_process() -> None:
+    """An agent with a helper process is measured whole (RSS and CPU of its children)."""
+    import os
+    import subprocess
+
+    from bench.host import child_pids, tree_cpu_seconds, tree_rss_bytes
+
+    p = subprocess.Popen(["sleep", "30"])
+    try:
+        assert p.pid in child_pids(os.getpid())
+        main, children = tree_rss_bytes(os.getpid())
+        assert main is not None and main > 0 and children > 0
+        assert (tree_cpu_seconds(os.getpid()) or 0) > 0
+    finally:
+        p.kill()
+        p.wait()
+    assert tree_cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_mapped_libraries_from_proc_maps() -> None:
+    text = ("7f00-7f01 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libLLVM-14.so.1\n"
+            "7f02-7f03 r--p 00000000 08:01 2 /usr/lib/python3.11/lib-dynload/_ssl.cpython.so\n"
+            "7f04-7f05 rw-p 00000000 00:00 0 \n"
+            "7f06-7f07 r--p 00000000 08:01 3 /usr/lib/locale/C.utf8/LC_CTYPE\n")
+    assert parse_mapped_libraries(text) == {"libLLVM-14.so.1", "_ssl.cpython.so"}
 
 
 def test_storm_client_output() -> None:

@@ -48,9 +48,13 @@ def test_target_on_ratio_and_on_value() -> None:
     assert Figure("x", "y", 1.0, "s").met is None
 
 
-def test_target_rejects_unknown_operators() -> None:
+def test_exact_target_and_unknown_operators() -> None:
+    exact = Target("==", 1.0)  # exact counts: a ratio above 1 is a double count, not a win
+    assert Figure("loss", "n", 100, "c", 100, "", exact).met is True
+    assert Figure("loss", "n", 101, "c", 100, "", exact).met is False
+    assert Figure("loss", "n", 99, "c", 100, "", exact).met is False
     with pytest.raises(ValueError, match="op must be"):
-        Target("==", 1.0)
+        Target("!=", 1.0)
     with pytest.raises(ValueError, match="'on' must be"):
         Target(">=", 1.0, on="median")
 
