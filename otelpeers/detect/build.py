@@ -1,0 +1,21 @@
+"""Builds the detection stage from the config (used by otelpeers.agent)."""
+
+from __future__ import annotations
+
+from otelpeers.detect.engine import Actors, DetectStage, Engine, ProcessDescriber, RuleContext
+from otelpeers.detect.rules import all_rules
+from otelpeers.detect.settings import DetectConfig
+from otelpeers.detect.store import BaselineStore
+
+
+def build_detect_stage(config: DetectConfig, *, describe: ProcessDescriber | None = None,
+                       persist: bool = False) -> DetectStage:
+    """persist: the live agent: keep baselines in config.state_dir across runs, and rules may
+    look at this host's /proc."""
+    engine = Engine(config, all_rules(), actors=Actors(describe),
+                    ctx=RuleContext(config, live=persist))
+    store = None
+    if persist:
+        store = BaselineStore(config.state_dir, engine)
+        store.load()
+    return DetectStage(engine, store=store)
