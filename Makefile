@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run check test lint bench
+.PHONY: setup run check test lint bench dga-model dga-eval
 
 setup:
 	scripts/setup.sh
@@ -31,3 +31,13 @@ lint:
 
 bench: setup
 	$(PY) -m bench.run $(ARGS)
+
+## dga-model: retrain the shipped DGA model (seeded: same data, same bytes); DATA=corpus dir
+## dga-eval: leave-families-out and per-process evaluation -> bench/results/dga_eval.json
+DATA ?= ../shared/data/dns
+dga-model:
+	$(PY) scripts/train_dga.py $(DATA)/benign-train.txt $(DATA)/dga-dev.tsv
+
+dga-eval:
+	$(PY) scripts/eval_dga.py $(DATA)/benign-train.txt $(DATA)/dga-dev.tsv
+	$(PY) -m bench.detect.eval_dga_actor $(DATA)/benign-train.txt $(DATA)/dga-dev.tsv

@@ -13,7 +13,7 @@ MODDIR="/lib/modules/$KVER"
 BCC_DIST="/usr/lib/python3/dist-packages/bcc"
 STAMP="$VENV/.otelpeers-setup-stamp"
 PACKAGES=(python3-bpfcc python3-venv iproute2 iputils-ping curl dnsmasq-base bind9-dnsutils
-          iperf3 bpftool procps gcc libc6-dev graphviz)
+          iperf3 bpftool procps gcc libc6-dev graphviz chromium socat ncat nmap)
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
@@ -184,7 +184,13 @@ else
     printf '%s\n' "$want_stamp" > "$STAMP"
 fi
 
-# --- 5. verify ----------------------------------------------------------------------------
+# --- 5. real backends for the end-to-end tests (VictoriaMetrics, Prometheus, Grafana schema) --
+"$ROOT/scripts/test-backends.sh" || {
+    [[ "${CI:-}" != true ]] || die "scripts/test-backends.sh failed; see the messages above"
+    warn "test backends not installed: their end-to-end tests will be skipped"
+}
+
+# --- 6. verify ----------------------------------------------------------------------------
 "$VENV/bin/python" -c 'import bcc, otelpeers; from bcc import BPF' \
     || die "the virtualenv cannot import bcc and otelpeers. Fix: rm -rf $VENV and run setup again"
 say "ready: $VENV/bin/otelpeers (bcc $("$VENV/bin/python" -c 'import bcc; print(getattr(bcc, "__version__", "?"))'), $("$VENV/bin/python" -V 2>&1), kernel $KVER)"

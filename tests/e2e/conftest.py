@@ -92,3 +92,7 @@ def rotel(tmp_path, sink):
         yield r
     finally:
         r.stop()  # rotel.log stays in the test's tmp_path for post-mortems
+
+
+# Real metrics stores (VictoriaMetrics, Prometheus) from scripts/test-backends.sh.
+from backends import prometheus, victoria_metrics  # noqa: E402, F401  (fixtures)

@@ -1,4 +1,4 @@
-"""A minimal OTLP/gRPC trace receiver for tests: keeps every request it is sent."""
+"""A minimal OTLP/gRPC receiver for tests (traces, logs, metrics): keeps every request."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ import time
 from concurrent import futures
 
 import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 
@@ -28,15 +33,42 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+class _LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, sink: OtlpSink) -> None:
+        self._sink = sink
+
+    def Export(self, request, context):  # noqa: N802
+        with self._sink.cond:
+            self._sink.log_requests.append(request)
+            self._sink.cond.notify_all()
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, sink: OtlpSink) -> None:
+        self._sink = sink
+
+    def Export(self, request, context):  # noqa: N802
+        with self._sink.cond:
+            self._sink.metric_requests.append(request)
+            self._sink.cond.notify_all()
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
 class OtlpSink:
-    """Listens on 127.0.0.1 at a free port; spans() flattens what arrived."""
+    """Listens on 127.0.0.1 at a free port; spans() / logs() flatten what arrived."""
 
     def __init__(self) -> None:
         self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.log_requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
+        self.metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.cond = threading.Condition()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self),
                                                                   self.server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsService(self), self.server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self),
+                                                                      self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
@@ -67,6 +99,30 @@ class OtlpSink:
                     break
                 self.cond.wait(left)
         return self.spans()
+
+
+    def logs(self) -> list[tuple[dict, object]]:
+        """(resource attributes, log record proto) for every log record received so far."""
+        out = []
+        with self.cond:
+            reqs = list(self.log_requests)
+        for req in reqs:
+            for rl in req.resource_logs:
+                res = {kv.key: _value(kv.value) for kv in rl.resource.attributes}
+                for sl in rl.scope_logs:
+                    out.extend((res, lr) for lr in sl.log_records)
+        return out
+
+    def wait_for(self, what, pred, timeout_s: float = 30) -> list:  # noqa: ANN001
+        """Block until pred(what()) holds (condition wait); returns what() either way."""
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while True:
+                got = what()
+                left = deadline - time.monotonic()
+                if pred(got) or left <= 0:
+                    return got
+                self.cond.wait(min(left, 1.0))
 
 
 def _value(v):

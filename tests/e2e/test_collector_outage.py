@@ -16,8 +16,9 @@ from conftest import Rotel  # tests/e2e/conftest.py (this directory is on sys.pa
 from otlp_sink import OtlpSink, free_port
 
 from otelpeers.config import ExportConfig, OtlpConfig
-from otelpeers.otel import FlowSpanExporter
-from otelpeers.otel.synthetic import many
+from otelpeers.otel.exporter import SpanSink
+from otelpeers.pipeline import Outputs
+from otelpeers.testing.flows import many
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +35,7 @@ def test_collector_down_for_a_minute_then_back(tmp_path: Path) -> None:
     port = free_port()
     conf = ExportConfig(otlp=OtlpConfig(endpoint=f"http://127.0.0.1:{port}", timeout_s=1),
                         max_queue_size=2000, max_export_batch_size=500, schedule_delay_s=0.2)
-    exp = FlowSpanExporter(conf, warn_interval_s=10)
+    exp = SpanSink(conf, warn_interval_s=10)
     given = 0
     cookie = 0x10000
     rotel = None
@@ -47,12 +48,12 @@ def test_collector_down_for_a_minute_then_back(tmp_path: Path) -> None:
             batch = list(many(200, start_cookie=cookie))
             cookie += 200
             t = time.monotonic()
-            exp.export_flows(batch)
+            exp.consume(Outputs(flows=batch))
             assert time.monotonic() - t < 0.05  # never blocks on the collector
             given += len(batch)
-            peak_queue = max(peak_queue, exp.stats["queue_size"])
+            peak_queue = max(peak_queue, exp.counters()["queue_size"])
             time.sleep(0.1)  # the offered load's pace, not synchronisation
-        st = exp.stats
+        st = exp.counters()
         assert st["spans_exported"] == 0 and st["spans_failed"] > 0
         assert st["spans_dropped_queue_full"] > 0
         assert peak_queue <= conf.max_queue_size
@@ -63,18 +64,20 @@ def test_collector_down_for_a_minute_then_back(tmp_path: Path) -> None:
         marker = list(many(50, start_cookie=0xF00000))
         deadline = time.monotonic() + 60
         while True:
-            exp.export_flows(marker)
+            exp.consume(Outputs(flows=marker))
             given += len(marker)
             got = sink.wait_for_spans(1, timeout_s=2)
             if got:
                 break
-            assert time.monotonic() < deadline, f"export never resumed: {exp.stats}"
+            assert time.monotonic() < deadline, f"export never resumed: {exp.counters()}"
     finally:
-        exp.shutdown(timeout_s=10)
-        if rotel is not None:
-            rotel.stop()
-        sink.stop()
-    st = exp.stats
+        try:
+            exp.close(timeout_s=10)
+        finally:  # the collector is stopped whatever closing the exporter did
+            if rotel is not None:
+                rotel.stop()
+            sink.stop()
+    st = exp.counters()
     assert st["spans_exported"] > 0
     accounted = (st["spans_exported"] + st["spans_failed"] + st["spans_dropped_queue_full"]
                  + st["spans_dropped_shutdown"] + st["mapping_errors"])

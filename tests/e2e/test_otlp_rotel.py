@@ -11,18 +11,19 @@ from otlp_sink import free_port, span_attrs
 from otelpeers import attributes as A
 from otelpeers.config import ExportConfig, OtlpConfig
 from otelpeers.flows import CloseReason
-from otelpeers.otel import FlowSpanExporter
-from otelpeers.otel.synthetic import flow, local_pair, many, owner
+from otelpeers.otel.exporter import SpanSink
+from otelpeers.pipeline import Outputs
+from otelpeers.testing.flows import flow, local_pair, many, owner
 
 pytestmark = pytest.mark.e2e
 
 Kind = trace_pb2.Span.SpanKind
 
 
-def exporter(endpoint: str, protocol: str, **cfg) -> FlowSpanExporter:
+def exporter(endpoint: str, protocol: str, **cfg) -> SpanSink:
     conf = ExportConfig(otlp=OtlpConfig(endpoint=endpoint, protocol=protocol, timeout_s=2),
                         **cfg)
-    return FlowSpanExporter(conf)
+    return SpanSink(conf)
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -32,9 +33,9 @@ def test_spans_reach_the_collector(rotel, sink, protocol):
     failed = flow("3a", proc=owner(300, "wget"), close_reason=CloseReason.CONNECT_FAILED)
     bulk = list(many(200, processes=5))
     exp = exporter(endpoint, protocol, schedule_delay_s=60)  # only shutdown flushes
-    exp.export_flows([client, server, failed, *bulk])
-    exp.shutdown()
-    assert exp.stats["spans_exported"] == 203 and exp.stats["spans_failed"] == 0
+    exp.consume(Outputs(flows=[client, server, failed, *bulk]))
+    exp.close()
+    assert exp.counters()["spans_exported"] == 203 and exp.counters()["spans_failed"] == 0
 
     got = sink.wait_for_spans(203)
     assert len(got) == 203
@@ -71,8 +72,8 @@ def test_spans_reach_the_collector(rotel, sink, protocol):
 
 def test_open_flows_flushed_at_shutdown_are_marked_incomplete(rotel, sink):
     exp = exporter(rotel.grpc_endpoint, "grpc", schedule_delay_s=60)
-    exp.export_flows([flow("51", close_reason=CloseReason.SHUTDOWN, complete=False)])
-    exp.shutdown()
+    exp.consume(Outputs(flows=[flow("51", close_reason=CloseReason.SHUTDOWN, complete=False)]))
+    exp.close()
     ((_, sp),) = sink.wait_for_spans(1)
     a = span_attrs(sp)
     assert a[A.FLOW_COMPLETE] is False and a[A.FLOW_CLOSE_REASON] == "shutdown"
@@ -83,16 +84,16 @@ def test_collector_down(protocol):
     port = free_port()  # nothing listens here
     exp = exporter(f"http://127.0.0.1:{port}", protocol, schedule_delay_s=0.05,
                    max_export_batch_size=10, max_queue_size=50)
-    exp.export_flows(list(many(30)))
-    exp.export_flows(list(many(100, start_cookie=0x9000)))  # beyond the queue bound
-    assert exp.stats["spans_dropped_queue_full"] >= 50  # the worker may take a batch or two
+    exp.consume(Outputs(flows=list(many(30))))
+    exp.consume(Outputs(flows=list(many(100, start_cookie=0x9000))))  # beyond the queue bound
+    assert exp.counters()["spans_dropped_queue_full"] >= 50  # the worker may take a batch or two
     deadline = time.monotonic() + 20
-    while exp.stats["spans_failed"] == 0 and time.monotonic() < deadline:
+    while exp.counters()["spans_failed"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)  # waiting for the worker's first failed export
     t = time.monotonic()
-    exp.shutdown()
+    exp.close()
     assert time.monotonic() - t < 10  # one export timeout (2 s) plus slack
-    st = exp.stats
+    st = exp.counters()
     assert st["spans_failed"] > 0 and st["spans_exported"] == 0
     assert (st["spans_failed"] + st["spans_dropped_shutdown"] + st["spans_dropped_queue_full"]
             == 130)
