@@ -84,10 +84,11 @@ def parse_summary(stderr: str) -> AgentSummary | None:
 
 
 def config_yaml(files_dir: str, kernel: dict[str, Any] | None = None,
-                flows: dict[str, Any] | None = None) -> str:
+                flows: dict[str, Any] | None = None,
+                detect: dict[str, Any] | None = None) -> str:
     """A bench config: OTLP JSON files into a scratch directory, plus size overrides."""
     lines = ["export:", "  live_view: false", "  files:", f"    directory: {json.dumps(files_dir)}"]
-    for section, values in (("kernel", kernel), ("flows", flows)):
+    for section, values in (("kernel", kernel), ("flows", flows), ("detect", detect)):
         if values:
             lines.append(f"{section}:")
             lines += [f"  {k}: {json.dumps(v)}" for k, v in values.items()]
@@ -134,6 +135,8 @@ class AgentProc:
     workdir: Path
     kernel: dict[str, Any] = field(default_factory=dict)
     flows: dict[str, Any] = field(default_factory=dict)
+    # detection's learned baselines go to the scratch directory, not /var/lib/otelpeers
+    detect: dict[str, Any] = field(default_factory=dict)
     name: str = "agent"
     root: Path = REPO  # the checkout whose agent runs (python -m otelpeers from there)
     p: subprocess.Popen | None = None
@@ -165,8 +168,9 @@ class AgentProc:
     def _start_once(self) -> float:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / f"{self.name}.yaml"
+        detect = {"state_dir": str(self.workdir / f"{self.name}-state")} | self.detect
         cfg.write_text(config_yaml(str(self.workdir / f"{self.name}-otlp"), self.kernel,
-                                   self.flows))
+                                   self.flows, detect))
         ready = self.workdir / f"{self.name}.ready"
         ready.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}

@@ -350,7 +350,7 @@ def memory(ctx: Ctx) -> Result:
                     h, f = stack.enter_context(storm.held(ns, [port], n, rate=HOLD_RATE))
                     held, failed = held + h, failed + f
                 # long connections are announced by the agent's periodic scan of the kernel
-                # socket table (kernel.stats_interval_s, 5 s): let one pass before measuring
+                # socket table (kernel.stats_interval_s): let one pass before measuring
                 time.sleep(SCAN_WAIT_S)
                 a.wait_idle(timeout=120)
                 rss, maps = a.rss(), sum(host.read_agent_map_memory().values())
@@ -525,8 +525,61 @@ def _wait_cpu_idle(pid: int, quiet_s: float = 1.0, timeout: float = 60) -> None:
         last = now
 
 
+# ---- 6. detection's cost: every rule on against detection off ------------------------------
+DETECT_RATES = [5000, 10000]  # conn/s: lossless here, and the first lossy step
+
+
+def detect(ctx: Ctx) -> Result:
+    """The loss steps and the user-space pipeline, detection off against every rule on,
+    alternating in the same run (off, on, on, off per rate)."""
+    figs: list[Figure] = []
+    records = 20_000 if ctx.quick else 60_000
+    out = ctx.workdir / "detect_cost.json"
+    p = subprocess.run([sys.executable, "bench/detect_cost.py", "--records", str(records),
+                        "--rounds", "2" if ctx.quick else "4", "--out", str(out)],
+                       cwd=REPO, capture_output=True, text=True, timeout=900)
+    if p.returncode != 0:
+        raise RuntimeError(f"bench/detect_cost.py failed: {p.stderr.strip()[-600:]}")
+    d = json.loads(out.read_text())
+    note = (f"{records:,} synthetic connection records through the whole pipeline (spans to "
+            "files), median of alternating rounds")
+    base = "detection off, same stream"
+    figs += [
+        Figure("detect", "pipeline records/s, every rule on", d["on_records_per_s"],
+               "records/s", d["off_records_per_s"], base, Target(">=", 0.9), note + ", wall"),
+        Figure("detect", "pipeline records per CPU-second, every rule on",
+               d["on_records_per_cpu_s"], "records/CPU-s", d["off_records_per_cpu_s"], base,
+               Target(">=", 0.9), note + ", CPU of the pipeline's process"),
+    ]
+    rows: list[dict[str, Any]] = []
+    step_s = 2 if ctx.quick else 5
+    with host.netns(2) as ns, storm.server(ns) as port:
+        for rate_ in DETECT_RATES:
+            got: dict[str, list[int]] = {"off": [], "on": []}
+            made: dict[str, list[int]] = {"off": [], "on": []}
+            for mode in ("off", "on", "on", "off"):
+                with ctx.agent(f"detect-{mode}-{rate_}",
+                               detect={"enabled": mode == "on"}) as a:
+                    r = storm.client(ns, port, rate=rate_, seconds=step_s)
+                    a.wait_idle(timeout=240)
+                cl = count_flows(a.flows_path, client_pred(ns, port))
+                got[mode].append(cl.complete)
+                made[mode].append(r.ok)
+                rows.append({"rate": rate_, "detect": mode, "made": r.ok,
+                             "client_records": cl.complete,
+                             "drops_total": a.summary.drops_total if a.summary else None})
+            on = sum(got["on"]) / max(1, sum(made["on"]))
+            off = sum(got["off"]) / max(1, sum(made["off"]))
+            figs.append(Figure(
+                "detect", f"per-connection records at {rate_:,} conn/s, every rule on", on,
+                "of made", off, "detection off (share of made)", Target(">=", 0.9),
+                f"client side, 2 rounds each of {step_s} s, alternating; made on "
+                f"{sum(made['on']):,}, off {sum(made['off']):,}"))
+    return Result(figs, {"pipeline": d, "steps": rows})
+
+
 # bcc's tcplife runs beside the agent in "loss" (every step) and "overhead" (storm rate).
 BENCHES: dict[str, Callable[[Ctx], Result]] = {
-    "pipeline": pipeline, "overhead": overhead, "loss": loss, "memory": memory,
-    "startup": startup,  # startup last: it uses every start before it
+    "pipeline": pipeline, "overhead": overhead, "loss": loss, "detect": detect,
+    "memory": memory, "startup": startup,  # startup last: it uses every start before it
 }

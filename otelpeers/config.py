@@ -33,7 +33,7 @@ class KernelConfig:
     max_peers: int = 65536  # kernel (socket, peer) table entries for non-TCP sockets (LRU)
     max_listeners: int = 4096
     max_pairs: int = 16384  # exact per-(process, peer) aggregates per interval; more: overflow
-    stats_interval_s: float = 5.0  # how often volume of live flows is read
+    stats_interval_s: float = 1.0  # how often volume of live flows is read
     attach_mode: str = "link"  # link: detached by the kernel when the agent dies; legacy
     cgroup_path: str | None = None  # cgroup-v2 root; detected from /proc/mounts when unset
 

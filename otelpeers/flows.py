@@ -16,9 +16,10 @@ recordings (CONNECT, ESTABLISHED, ..., TCP_CLOSE) replay through the same table.
 from __future__ import annotations
 
 import enum
+import operator
 import socket
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
 from otelpeers.events import (
@@ -130,6 +131,17 @@ class FlowRecord:
     @property
     def failed(self) -> bool:
         return self.close_reason == CloseReason.CONNECT_FAILED
+
+    def with_dns(self, dns: DnsAnnotation | None) -> FlowRecord:
+        """A copy with dns set: replace() for the one field every completed flow gets,
+        about 3x cheaper (positional construction from one attrgetter call)."""
+        values = list(_flow_values(self))
+        values[_DNS_INDEX] = dns
+        return FlowRecord(*values)
+
+
+_flow_values = operator.attrgetter(*(f.name for f in fields(FlowRecord)))
+_DNS_INDEX = [f.name for f in fields(FlowRecord)].index("dns")
 
 
 @dataclass(slots=True, unsafe_hash=True)  # hashable only to be a shared default below

@@ -11,6 +11,7 @@ bounded LRU: a flood of unique names evicts old entries, it never grows memory.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import deque
 from collections.abc import Iterable
@@ -55,6 +56,7 @@ class _Brief:
     resolver_addr: str
 
 
+@functools.lru_cache(maxsize=16384)  # asked for every completed flow's peer: parse once
 def normalize_addr(addr: str) -> str | None:
     """Canonical text; IPv4-mapped IPv6 as IPv4 (as events.format_addr writes it)."""
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import ClassVar
 
 from otelpeers.config import Config
@@ -85,13 +84,13 @@ class DnsStage(BaseStage):
             self._open[r.flow_id] = dns
             if len(self._open) > self._max_open:
                 self._open.popitem(last=False)
-        return replace(r, dns=dns) if dns is not None else r
+        return r.with_dns(dns) if dns is not None else r
 
     def annotate(self, records: list[FlowRecord]) -> list[FlowRecord]:
         out = []
         for r in records:
             dns = self._annotation(r)
-            out.append(replace(r, dns=dns) if dns is not None else r)
+            out.append(r.with_dns(dns) if dns is not None else r)
         return out
 
     def _annotation(self, r: FlowRecord, count: bool = True) -> DnsAnnotation | None:
