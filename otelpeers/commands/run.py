@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from otelpeers.agent import build_agent, run_live
-from otelpeers.commands.common import JsonFlowPrinter, write_ready_file
 from otelpeers.config import Config
 
 
@@ -16,6 +15,15 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
         print(generated_source(config))
         return 0
+    if os.geteuid() == 0:
+        # bcc compiles in a child while this process imports and assembles the rest: start-up
+        # overlaps the two instead of adding them (KernelSensors.start() takes the result).
+        from otelpeers.kernel.loader import precompile
+
+        precompile(config)
+    from otelpeers.agent import build_agent, run_live
+    from otelpeers.commands.common import JsonFlowPrinter, write_ready_file
+
     live_view = config.export.live_view and not args.no_live_view and sys.stdout.isatty()
     agent = build_agent(config, live_host=True, live_view=live_view,
                         extra_sinks=[JsonFlowPrinter()] if args.print_flows else ())
