@@ -42,6 +42,8 @@ enum op_direction {
 #define OP_F_OWNER 0x1        /* owner fields are valid */
 #define OP_F_OWNER_JOINED 0x2 /* owner was joined from the listener, not seen in process context */
 #define OP_F_RELEASED 0x4     /* the socket was released before this event */
+#define OP_F_ADOPTED 0x8      /* the socket existed before the agent: its entry was seeded by
+                               * user space from sock_diag (otelpeers/kernel/adopt.py) */
 
 /* Who owns a socket, captured where the hook runs in process context. 40 bytes. */
 struct op_owner {

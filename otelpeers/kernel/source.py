@@ -167,6 +167,9 @@ class KernelSource:
             "ringbuf_pending_bytes": self._pending_bytes(),
         }
         out.update({f"kernel_drops.{k}": v for k, v in st.kernel_drops.items()})
+        adoption = getattr(self._sensors, "adoption", None)
+        if adoption is not None:
+            out.update({f"adoption.{k}": v for k, v in adoption.counters().items()})
         return out
 
     def _counters(self, *values: int) -> Counters:
@@ -395,7 +398,8 @@ class KernelSource:
                     local_addr=intern.addr(family, laddr), local_port=num(lport),
                     peer_addr=intern.addr(family, raddr), peer_port=num(rport),
                     counters=counters(p_out, b_out, pl_out, p_in, b_in, pl_in),
-                    start_ns=start + offset, peer_cookie=peer_cookie))
+                    start_ns=start + offset, peer_cookie=peer_cookie,
+                    adopted=bool(flags & abi.F_ADOPTED)))
         return out, [c for c, p in announced.items() if p != parity]
 
     def _scan_peers(self, changed_after: int) -> list[SocketEvent]:
