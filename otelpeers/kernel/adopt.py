@@ -18,6 +18,9 @@ exists, and this module seeds:
   its release (cgroup/sock_release) sends its one record: it never had sock_ops state
   callbacks, which can only be asked for at connect or accept.
 
+- `sockets`, UDP: one entry per UDP socket a process holds, with its owner (not a flow:
+  UDP flows start with packets, and now carry the owner).
+
 Races: a connection released between the attach and its seed would leave an entry that never
 ends, so after seeding a second, cheap sock_diag pass (no owners) withdraws every adopted
 entry whose socket no process holds any more. Entries the programs made meanwhile win: a
@@ -62,6 +65,7 @@ class AdoptionStats:
     listeners_present: int = 0  # the programs had seen this listener already: kept theirs
     listeners_without_owner: int = 0  # not seeded: no process holds it (or walk cut)
     connections_adopted: int = 0
+    udp_sockets_seeded: int = 0  # UDP sockets whose owner the programs now know
     connections_without_owner: int = 0  # adopted, owner unknown (fd walk cut or raced)
     connections_withdrawn: int = 0  # gone before their entry took hold: entry removed
     skipped_no_netns_cookie: int = 0  # kernel before 5.14: cannot key the tables
@@ -78,6 +82,7 @@ class SeedPlan:
 
     listeners: list[tuple[bytes, bytes]] = field(default_factory=list)  # key, op_listener
     listener_socks: list[tuple[int, bytes]] = field(default_factory=list)  # cookie, op_sock
+    udp_socks: list[tuple[int, bytes]] = field(default_factory=list)  # cookie, op_sock
     connections: list[tuple[int, bytes]] = field(default_factory=list)  # cookie, op_sock
 
 
@@ -111,7 +116,7 @@ def _sock(s: ExistingSocket, flags: int) -> abi.CSock:
     v.flags = flags | (abi.F_OWNER if s.owner is not None else 0)
     if s.owner is not None and s.owner_joined:
         v.flags |= abi.F_OWNER_JOINED
-    v.family, v.protocol, v.sock_type = s.family, socket.IPPROTO_TCP, socket.SOCK_STREAM
+    v.family, v.protocol, v.sock_type = s.family, s.protocol, s.sock_type
     v.lport = s.local_port
     v.laddr[:] = raw_addr(s.family, s.local_addr)
     return v
@@ -162,6 +167,15 @@ def plan_seed(snap: SnapshotResult, stats: AdoptionStats) -> SeedPlan:
         if s.owner is None:
             stats.connections_without_owner += 1
         plan.connections.append((s.cookie, bytes(v)))
+    for s in snap.sockets:
+        # UDP: the owner is all the programs need (flows start with packets); a socket whose
+        # owner is unknown gains nothing from an entry.
+        if (s.protocol == socket.IPPROTO_UDP and s.cookie and s.inode and s.owner is not None
+                and s.family in (socket.AF_INET, socket.AF_INET6)):
+            if s.netns_cookie is None:
+                stats.skipped_no_netns_cookie += 1
+                continue
+            plan.udp_socks.append((s.cookie, bytes(_sock(s, abi.F_ADOPTED))))
     return plan
 
 
@@ -192,7 +206,7 @@ def write_plan(maps: dict[str, bpfsys.BpfMap], plan: SeedPlan,
                 stats.errors += 1
                 log.debug("listener seed failed: %s", exc)
     seeded: list[tuple[int, int]] = []
-    for cookie, value in [*plan.listener_socks, *plan.connections]:
+    for cookie, value in [*plan.listener_socks, *plan.udp_socks, *plan.connections]:
         key = cookie.to_bytes(8, "little")
         try:
             merged = _merge_counters(sockets.lookup(key), value)
@@ -207,6 +221,8 @@ def write_plan(maps: dict[str, bpfsys.BpfMap], plan: SeedPlan,
         if v.flags & abi.S_CONN:
             seeded.append((cookie, v.netns_cookie))
             stats.connections_adopted += 1
+        elif v.protocol == socket.IPPROTO_UDP:
+            stats.udp_sockets_seeded += 1
     return seeded
 
 
@@ -241,7 +257,7 @@ def adopt_existing(maps: dict[str, bpfsys.BpfMap], *,
     stats = AdoptionStats()
     t0 = time.monotonic()
     try:
-        snap = enumerate_fn(protocols=("tcp",), tcp_info=False, limits=SEED_LIMITS)
+        snap = enumerate_fn(protocols=("tcp", "udp"), tcp_info=False, limits=SEED_LIMITS)
         stats.sockets_enumerated = len(snap.sockets)
         seeded = write_plan(maps, plan_seed(snap, stats), stats)
         if seeded:
@@ -253,9 +269,10 @@ def adopt_existing(maps: dict[str, bpfsys.BpfMap], *,
         log.error("could not adopt the sockets that existed before the agent: %s", exc,
                   exc_info=log.isEnabledFor(logging.DEBUG))
     stats.elapsed_ms = int((time.monotonic() - t0) * 1000)
-    log.info("existing sockets: %d enumerated, %d listeners seeded, %d connections adopted "
-             "(%d without owner, %d withdrawn), %d errors, %d ms", stats.sockets_enumerated,
-             stats.listeners_seeded, stats.connections_adopted,
+    log.info("existing sockets: %d enumerated, %d listeners seeded, %d UDP sockets owned, "
+             "%d connections adopted (%d without owner, %d withdrawn), %d errors, %d ms",
+             stats.sockets_enumerated, stats.listeners_seeded, stats.udp_sockets_seeded,
+             stats.connections_adopted,
              stats.connections_without_owner, stats.connections_withdrawn, stats.errors,
              stats.elapsed_ms)
     return stats

@@ -42,6 +42,7 @@ from otelpeers.events import (
     SocketEvent,
     decode_record,
 )
+from otelpeers.kernel.adopt import AdoptionStats
 from otelpeers.kernel.bpfsys import sum_percpu
 from otelpeers.kernel.loader import KernelSensors
 from otelpeers.kernel.ringbuf import MappedRingBuffer
@@ -167,9 +168,8 @@ class KernelSource:
             "ringbuf_pending_bytes": self._pending_bytes(),
         }
         out.update({f"kernel_drops.{k}": v for k, v in st.kernel_drops.items()})
-        adoption = getattr(self._sensors, "adoption", None)
-        if adoption is not None:
-            out.update({f"adoption.{k}": v for k, v in adoption.counters().items()})
+        adoption = getattr(self._sensors, "adoption", None) or AdoptionStats()
+        out.update({f"adoption.{k}": v for k, v in adoption.counters().items()})
         return out
 
     def _counters(self, *values: int) -> Counters:

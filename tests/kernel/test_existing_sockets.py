@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 from harness import Agent, NetNs, peer
 
+from otelpeers.config import Config
 from otelpeers.events import Direction
 from otelpeers.flows import CloseReason, FlowRecord
 
@@ -46,6 +48,26 @@ def test_listener_started_before_the_agent_owns_new_inbound_connections() -> Non
         server.kill()
 
 
+def test_without_adoption_the_old_servers_connections_have_no_owner() -> None:
+    """The control: what the seeded listener changes (issue 11's first finding)."""
+    server = peer("tcp-sink", "127.0.0.1", "0")
+    try:
+        port = server.ready()
+        cfg = Config()
+        agent = Agent(replace(cfg, kernel=replace(cfg.kernel, adopt_existing=False)))
+        try:
+            assert agent.sensors.adoption is None
+            client = peer("tcp-connect-each", str(port), "1000", "127.0.0.1")
+            assert client.finish().strip() == "DONE"
+            r = agent.wait_flow(lambda r: r.direction == Direction.INBOUND
+                                and r.local_port == port and r.transport == "tcp")
+            assert r.owner is None
+        finally:
+            agent.stop()
+    finally:
+        server.kill()
+
+
 def test_listener_in_a_test_namespace_started_before_the_agent(ns: NetNs) -> None:
     server = peer("tcp-sink", ns.ns_ip, "0", ns=ns)
     try:
@@ -59,6 +81,27 @@ def test_listener_in_a_test_namespace_started_before_the_agent(ns: NetNs) -> Non
             root = agent.wait_flow(lambda x: x.direction == Direction.OUTBOUND
                                    and x.peer_port == port and x.peer_addr == ns.ns_ip)
             assert r.netns_cookie != root.netns_cookie  # the listener's key is its namespace
+        finally:
+            agent.stop()
+    finally:
+        server.kill()
+
+
+def test_udp_socket_bound_before_the_agent_owns_its_flows() -> None:
+    server = peer("udp-echo", "127.0.0.1", "3")
+    try:
+        port = server.ready()
+        agent = Agent()
+        try:
+            assert agent.sensors.adoption is not None
+            assert agent.sensors.adoption.udp_sockets_seeded >= 1
+            client = peer("udp-client", "127.0.0.1", str(port), "3", "100", "unconnected")
+            assert client.finish().strip() == "DONE"
+            server.finish()
+            r = agent.wait_flow(lambda r: r.transport == "udp" and r.local_port == port
+                                and r.direction == Direction.INBOUND)
+            assert r.owner is not None and r.owner.tgid == server.p.pid, r
+            assert r.counters.payload_in == 300 and r.counters.payload_out == 300
         finally:
             agent.stop()
     finally:

@@ -207,5 +207,20 @@ def test_adopt_existing_enumerates_seeds_and_checks() -> None:
     stats = adopt_existing(m, enumerate_fn=fake)  # type: ignore[arg-type]
     assert (stats.sockets_enumerated, stats.listeners_seeded, stats.connections_adopted,
             stats.connections_withdrawn, stats.errors) == (3, 1, 2, 0, 0)
-    assert calls[0]["protocols"] == ("tcp",) and calls[1]["owners"] is False
+    assert calls[0]["protocols"] == ("tcp", "udp") and calls[1]["owners"] is False
     assert entry(m, 10) is not None and entry(m, 11) is not None
+
+
+def test_udp_sockets_get_their_owner_only() -> None:
+    udp = replace(sock(40, 7, 5353, owner=CURL), protocol=socket.IPPROTO_UDP,
+                  sock_type=socket.SOCK_DGRAM)
+    stats = AdoptionStats()
+    plan = plan_seed(snapshot(udp, replace(udp, cookie=41, owner=None)), stats)
+    ((cookie, raw),) = plan.udp_socks
+    v = abi.CSock.from_buffer_copy(raw)
+    assert cookie == 40 and v.owner.tgid == 300 and v.protocol == socket.IPPROTO_UDP
+    assert v.flags == abi.F_OWNER | abi.F_ADOPTED and v.lport == 5353  # not a connection
+    assert plan.connections == [] and plan.listeners == []
+    m = maps()
+    assert write_plan(m, plan, stats) == [] and stats.udp_sockets_seeded == 1
+    assert entry(m, 40) is not None
