@@ -166,6 +166,9 @@ struct op_basename {
 #define OP_S_TCP_CLOSED 0x200  /* sock_ops saw CLOSE */
 #define OP_S_CONN 0x400        /* a TCP connection: connect() called, or accepted */
 #define OP_S_ESTABLISHED 0x800 /* the connection reached ESTABLISHED */
+#define OP_S_ENDED 0x1000      /* an adopted connection was released and its record sent: a
+                                * later sock_ops CLOSE (state callbacks asked for by an earlier
+                                * agent) only removes the entry */
 
 /* What the kernel keeps per socket (sockets map, keyed by socket cookie). User space scans it
  * in batches for connections that live long enough to be reported while open. 168 bytes. */

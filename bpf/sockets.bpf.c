@@ -442,7 +442,10 @@ int otelp_sock_rel(struct bpf_sock *ctx)
     if (s && (s->flags & (OP_S_CONN | OP_F_ADOPTED)) == (OP_S_CONN | OP_F_ADOPTED) &&
         ctx->protocol == IPPROTO_TCP) {
         end_adopted(cookie, s);
-        sockets.delete(&cookie);
+        /* Kept (LRU, untouched from now on) rather than deleted: if an earlier agent asked for
+         * state callbacks on this socket, its CLOSE is still to come and must not look like
+         * a tracked socket whose entry was evicted. */
+        s->flags = (s->flags | OP_S_ENDED | OP_F_RELEASED) & ~(OP_S_CONN | OP_S_ESTABLISHED);
         return 1;
     }
     if (s && (s->flags & OP_S_CONN) && ctx->protocol == IPPROTO_TCP) {
@@ -613,6 +616,10 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops, _
 static __always_inline void on_tcp_close(struct bpf_sock_ops *skops, __u64 cookie)
 {
     struct op_sock *s = sockets.lookup(&cookie);
+    if (s && (s->flags & OP_S_ENDED)) {
+        sockets.delete(&cookie); /* adopted, its record already sent at release */
+        return;
+    }
     if (!s)
         count_drop(OP_DROP_SOCK_EVICTED); /* state callbacks are on only for sockets we track */
     int lost = 1;

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import replace
 
 import pytest
 from harness import Agent, NetNs, peer
 
 from otelpeers.config import Config
-from otelpeers.events import Direction
+from otelpeers.events import Direction, Kind
 from otelpeers.flows import CloseReason, FlowRecord
+from otelpeers.kernel.sockdiag import TCP_TIME_WAIT, enumerate_sockets
 
 pytestmark = pytest.mark.kernel
 
@@ -109,6 +111,7 @@ def test_udp_socket_bound_before_the_agent_owns_its_flows() -> None:
 
 
 SIZE = 200_000
+PHASE = 100_000
 
 
 def test_connection_open_before_the_agent_is_adopted_until_it_closes() -> None:
@@ -150,6 +153,83 @@ def test_connection_open_before_the_agent_is_adopted_until_it_closes() -> None:
         # The two ends of a connection made on this host know each other.
         assert out.local_peer_flow_id == inb.flow_id
         assert inb.local_peer_flow_id == out.flow_id
+    finally:
+        server.kill()
+        if client is not None:
+            client.kill()
+
+
+def _wait_closed(cookies: set[int], timeout: float = 10.0) -> None:
+    """Until sock_diag lists none of these sockets in a state before CLOSE (TIME_WAIT is
+    after it). A condition polled, not a guessed delay."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = enumerate_sockets(protocols=("tcp",), all_namespaces=False, owners=False,
+                                 tcp_info=False)
+        left = [s for s in snap.sockets if s.cookie in cookies and s.state != TCP_TIME_WAIT]
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"not closed: {left}"
+        time.sleep(0.05)
+
+
+def _marker_connection(agent: Agent) -> None:
+    sink = peer("tcp-sink", "127.0.0.1", "0")
+    try:
+        port = sink.ready()
+        assert peer("tcp-connect-each", str(port), "1", "127.0.0.1").finish().strip() == "DONE"
+        agent.wait_flow(lambda r: r.peer_port == port and r.direction == Direction.OUTBOUND)
+    finally:
+        sink.kill()
+
+
+def test_connection_across_an_agent_restart_is_counted_once_per_lifetime() -> None:
+    """Tracked by one agent, which stops (its flow ends incomplete with what it counted);
+    the next agent adopts the connection and counts only what follows. The state callbacks
+    the first agent asked for still fire for the next one: the CLOSE after the adopted
+    record's release must not make a second record."""
+    server = peer("tcp-echo-accepted", "127.0.0.1")
+    client = None
+    try:
+        port = server.ready()
+        first = Agent()
+        try:
+            client = peer("tcp-client-phases", "127.0.0.1", str(port), str(PHASE))
+            cport = client.ready()
+            assert server._line(15) == "ACCEPTED"
+            os.kill(client.p.pid, signal.SIGUSR1)
+            assert client._line(15) == f"SENT {PHASE}"
+        finally:
+            first.stop()
+        before = next(r for r in first.records if r.local_port == cport
+                      and r.peer_port == port)
+        assert not before.complete and not before.adopted
+        assert before.counters.payload_out == PHASE
+
+        second = Agent()
+        try:
+            os.kill(client.p.pid, signal.SIGUSR1)
+            assert client._line(15) == f"SENT {PHASE}"
+            os.kill(client.p.pid, signal.SIGUSR2)
+            assert client.finish().strip() == "DONE"
+            server.finish()
+            ends = [second.wait_flow(lambda r, lp=lp, pp=pp: r.local_port == lp
+                                     and r.peer_port == pp and r.complete)
+                    for lp, pp in ((cport, port), (port, cport))]
+            # Both ends' sock_ops CLOSE comes after their release (FIN exchange): wait until
+            # the kernel has closed both, then for a later connection's record, which the
+            # ring buffer delivers after anything those CLOSEs sent.
+            _wait_closed({r.cookie for r in ends})
+            _marker_connection(second)
+        finally:
+            second.stop()
+        for r in ends:
+            assert r.adopted and r.counters.payload_out == PHASE, r
+            assert len([x for x in second.records if x.cookie == r.cookie]) == 1
+            closes = [e for e in second.events if getattr(e, "kind", None) == Kind.TCP_CLOSE
+                      and e.cookie == r.cookie]
+            assert len(closes) == 1 and closes[0].adopted, closes
+        assert before.counters.payload_out + ends[0].counters.payload_out == 2 * PHASE
     finally:
         server.kill()
         if client is not None:
