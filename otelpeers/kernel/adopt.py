@@ -71,9 +71,14 @@ class AdoptionStats:
     skipped_no_netns_cookie: int = 0  # kernel before 5.14: cannot key the tables
     errors: int = 0  # enumeration or map writes that failed
     elapsed_ms: int = 0
+    # Not counters: what the source tells the flow table (LISTEN events for the seeded
+    # listeners, at the snapshot's time).
+    started_ns: int = 0  # the snapshot's start, Unix epoch ns
+    listeners: list[ExistingSocket] = field(default_factory=list)
 
     def counters(self) -> dict[str, int]:
-        return {k: int(v) for k, v in asdict(self).items()}
+        return {k: int(v) for k, v in asdict(self).items()
+                if k not in ("started_ns", "listeners")}
 
 
 @dataclass
@@ -150,6 +155,7 @@ def plan_seed(snap: SnapshotResult, stats: AdoptionStats) -> SeedPlan:
         v = _sock(s, abi.F_ADOPTED)
         v.bound_port = s.local_port
         plan.listener_socks.append((s.cookie, bytes(v)))
+        stats.listeners.append(s)
     conns = [s for s in tcp if s.state in ADOPTABLE_STATES and s.inode]
     by_tuple = {_tuple(s): s.cookie for s in conns}
     for s in conns:
@@ -259,6 +265,7 @@ def adopt_existing(maps: dict[str, bpfsys.BpfMap], *,
     try:
         snap = enumerate_fn(protocols=("tcp", "udp"), tcp_info=False, limits=SEED_LIMITS)
         stats.sockets_enumerated = len(snap.sockets)
+        stats.started_ns = snap.started_ns
         seeded = write_plan(maps, plan_seed(snap, stats), stats)
         if seeded:
             check = enumerate_fn(protocols=("tcp",), tcp_info=False, owners=False,

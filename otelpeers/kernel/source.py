@@ -38,6 +38,7 @@ from otelpeers.events import (
     Event,
     Interner,
     Kind,
+    Owner,
     PairStats,
     SocketEvent,
     decode_record,
@@ -142,6 +143,26 @@ class KernelSource:
         self._next_interval_ns = time.monotonic_ns() + self._stats_interval_ns
         self._stopped = False
         self._ring_closed = False
+        self._out.extend(self._seeded_listeners())
+
+    def _seeded_listeners(self) -> list[SocketEvent]:
+        """The listeners seeded at start (kernel/adopt.py) as LISTEN events at the snapshot's
+        time, so that the flow table knows them as it knows the ones the programs saw."""
+        adoption = getattr(self._sensors, "adoption", None)
+        if adoption is None:
+            return []
+        out = []
+        for s in adoption.listeners:
+            o = s.owner
+            owner = None if o is None else Owner(o.tgid, o.tgid, s.uid if o.uid is None else o.uid,
+                                                 o.gid or 0, o.cgroup_id or s.cgroup_id or 0,
+                                                 o.comm)
+            out.append(SocketEvent(
+                kind=Kind.LISTEN, time_ns=adoption.started_ns, cookie=s.cookie,
+                netns_cookie=s.netns_cookie or 0, owner=owner, family=s.family,
+                protocol=socket.IPPROTO_TCP, sock_type=socket.SOCK_STREAM,
+                new_state=10, local_addr=s.local_addr, local_port=s.local_port, adopted=True))
+        return out
 
     @staticmethod
     def _ring_size(fd: int) -> int:

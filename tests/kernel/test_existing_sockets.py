@@ -29,6 +29,9 @@ def _inbound_to(port: int, server_pid: int, agent: Agent) -> FlowRecord:
     assert r.owner.tgid == server_pid
     assert r.owner.joined  # taken from the (seeded) listener
     assert not r.adopted  # the connection itself is new
+    # the flow table knows the seeded listener too (a LISTEN event at the snapshot's time)
+    assert r.listener is not None and r.listener.local_port == port
+    assert r.listener.owner is not None and r.listener.owner.tgid == server_pid
     return r
 
 
@@ -44,6 +47,7 @@ def test_listener_started_before_the_agent_owns_new_inbound_connections() -> Non
             assert client.finish().strip() == "DONE"
             r = _inbound_to(port, server.p.pid, agent)
             assert r.counters.payload_in == 1000
+            assert r.listener is not None and r.listener.local_addr == "127.0.0.1"
         finally:
             agent.stop()
     finally:

@@ -99,6 +99,8 @@ def test_listener_entry_is_keyed_like_the_kernels_with_the_owner() -> None:
     assert cookie == 10 and s.bound_port == 8080 and s.netns_cookie == NS
     assert s.flags == abi.F_OWNER | abi.F_ADOPTED  # not a connection: the scan skips it
     assert plan.connections == []
+    assert stats.listeners == [LISTENER]  # for the source's LISTEN events
+    assert "listeners" not in stats.counters() and "started_ns" not in stats.counters()
 
 
 def test_listeners_without_owner_or_netns_cookie_are_counted_not_seeded() -> None:
