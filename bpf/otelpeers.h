@@ -42,6 +42,8 @@ enum op_direction {
 #define OP_F_OWNER 0x1        /* owner fields are valid */
 #define OP_F_OWNER_JOINED 0x2 /* owner was joined from the listener, not seen in process context */
 #define OP_F_RELEASED 0x4     /* the socket was released before this event */
+#define OP_F_ADOPTED 0x8      /* the socket existed before the agent: its entry was seeded by
+                               * user space from sock_diag (otelpeers/kernel/adopt.py) */
 
 /* Who owns a socket, captured where the hook runs in process context. 40 bytes. */
 struct op_owner {
@@ -164,6 +166,9 @@ struct op_basename {
 #define OP_S_TCP_CLOSED 0x200  /* sock_ops saw CLOSE */
 #define OP_S_CONN 0x400        /* a TCP connection: connect() called, or accepted */
 #define OP_S_ESTABLISHED 0x800 /* the connection reached ESTABLISHED */
+#define OP_S_ENDED 0x1000      /* an adopted connection was released and its record sent: a
+                                * later sock_ops CLOSE (state callbacks asked for by an earlier
+                                * agent) only removes the entry */
 
 /* What the kernel keeps per socket (sockets map, keyed by socket cookie). User space scans it
  * in batches for connections that live long enough to be reported while open. 168 bytes. */

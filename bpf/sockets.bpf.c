@@ -265,7 +265,7 @@ static __always_inline void fill_from_sock(struct op_event *e, __u64 cookie, str
     e->owner = s->owner;
     e->counters = s->c;
     e->netns_cookie = s->netns_cookie;
-    e->flags |= s->flags & (OP_F_OWNER | OP_F_OWNER_JOINED | OP_F_RELEASED);
+    e->flags |= s->flags & (OP_F_OWNER | OP_F_OWNER_JOINED | OP_F_RELEASED | OP_F_ADOPTED);
 }
 
 /* A connection's own fields (start, direction, the address asked for) into its record. */
@@ -300,6 +300,25 @@ static __always_inline void end_unsent_connect(__u64 cookie, struct op_sock *s, 
     }
     agg_end(s, 1, lost);
     s->flags &= ~OP_S_CONN;
+}
+
+/* An adopted TCP connection (seeded by user space, older than the agent) is released: its one
+ * record. It never had sock_ops state callbacks (they can only be asked for at connect or
+ * accept), so the release is its end; the TCP state at that moment is not known (old_state
+ * 0), and packets after it (the FIN exchange) are not counted. */
+static __always_inline void end_adopted(__u64 cookie, struct op_sock *s)
+{
+    int lost = 1;
+    struct op_event *e = reserve(OP_EV_TCP_CLOSE);
+    if (e) {
+        lost = 0;
+        fill_from_sock(e, cookie, s);
+        fill_conn(e, s);
+        e->new_state = OP_TCP_CLOSE;
+        e->flags |= OP_F_RELEASED;
+        submit(e);
+    }
+    agg_end(s, 0, lost);
 }
 
 /* ---- cgroup/sock_create: process context, every new inet socket. Only the map is written:
@@ -418,6 +437,15 @@ int otelp_sock_rel(struct bpf_sock *ctx)
             sockets.delete(&cookie);
         else
             s->flags |= OP_F_RELEASED;
+        return 1;
+    }
+    if (s && (s->flags & (OP_S_CONN | OP_F_ADOPTED)) == (OP_S_CONN | OP_F_ADOPTED) &&
+        ctx->protocol == IPPROTO_TCP) {
+        end_adopted(cookie, s);
+        /* Kept (LRU, untouched from now on) rather than deleted: if an earlier agent asked for
+         * state callbacks on this socket, its CLOSE is still to come and must not look like
+         * a tracked socket whose entry was evicted. */
+        s->flags = (s->flags | OP_S_ENDED | OP_F_RELEASED) & ~(OP_S_CONN | OP_S_ESTABLISHED);
         return 1;
     }
     if (s && (s->flags & OP_S_CONN) && ctx->protocol == IPPROTO_TCP) {
@@ -588,6 +616,10 @@ static __always_inline void on_passive_established(struct bpf_sock_ops *skops, _
 static __always_inline void on_tcp_close(struct bpf_sock_ops *skops, __u64 cookie)
 {
     struct op_sock *s = sockets.lookup(&cookie);
+    if (s && (s->flags & OP_S_ENDED)) {
+        sockets.delete(&cookie); /* adopted, its record already sent at release */
+        return;
+    }
     if (!s)
         count_drop(OP_DROP_SOCK_EVICTED); /* state callbacks are on only for sockets we track */
     int lost = 1;

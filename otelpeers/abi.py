@@ -58,10 +58,12 @@ class Direction(enum.IntEnum):
 F_OWNER = 0x1
 F_OWNER_JOINED = 0x2
 F_RELEASED = 0x4
+F_ADOPTED = 0x8  # seeded from sock_diag: the socket existed before the agent
 S_TCP_TRACKED = 0x100
 S_TCP_CLOSED = 0x200
 S_CONN = 0x400
 S_ESTABLISHED = 0x800
+S_ENDED = 0x1000
 AGG_OVERFLOW_BYTE = 0xFF
 
 

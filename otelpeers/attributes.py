@@ -150,3 +150,6 @@ METRIC_FLOW_SIZE = "otelpeers.flow.size"  # histogram, By (sent + received, per 
 METRIC_TCP_SRTT = "otelpeers.tcp.srtt"  # histogram, s
 METRIC_PEERS_NEW = "otelpeers.peers.new"  # counter, {peer}
 FLOW_STATE = "otelpeers.flow.state"  # opened | failed | closed
+
+# ---- existing sockets (issue 11, docs/existing-sockets.md) ---------------------------------
+FLOW_ADOPTED = "otelpeers.flow.adopted"  # true: the connection existed before the agent

@@ -36,6 +36,7 @@ class KernelConfig:
     stats_interval_s: float = 1.0  # how often volume of live flows is read
     attach_mode: str = "link"  # link: detached by the kernel when the agent dies; legacy
     cgroup_path: str | None = None  # cgroup-v2 root; detected from /proc/mounts when unset
+    adopt_existing: bool = True  # seed the kernel tables with sockets older than the agent
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,7 @@ class SocketEvent:
     tcp: TcpInfo | None = None
     start_ns: int = 0  # connections (TCP_CLOSE, TCP_OPEN, failed connect): when it began
     peer_cookie: int = 0  # TCP: the other end's socket cookie when both ends are on this host
+    adopted: bool = False  # the socket existed before the agent (seeded from sock_diag)
 
     @property
     def transport(self) -> str:
@@ -230,6 +231,8 @@ _DEFAULT_INTERNER = Interner()
 _SOCKET_KIND_BY_TYPE = {int(k): k for k in _SOCKET_KINDS}
 _TCP_CLOSE = int(Kind.TCP_CLOSE)
 _F_OWNER, _F_JOINED, _F_RELEASED = abi.F_OWNER, abi.F_OWNER_JOINED, abi.F_RELEASED
+_F_ADOPTED = abi.F_ADOPTED
+_ADOPTED_RELEASED = abi.F_ADOPTED | abi.F_RELEASED
 _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
 _UNPACK_EVENT = abi.EVENT_STRUCT.unpack_from
 
@@ -258,8 +261,11 @@ def decode_event(data: bytes | memoryview, clock_offset_ns: int, offset: int = 0
         _DIRECTIONS.get(direction, Direction.UNKNOWN), bool(flags & _F_RELEASED),
         old_state, new_state, addr(family, laddr), lport, addr(family, raddr), rport,
         Counters(p_out, b_out, pl_out, p_in, b_in, pl_in),
-        TcpInfo(acked, received, retrans, srtt) if typ == _TCP_CLOSE else None,
-        start + clock_offset_ns if start else 0, peer_cookie)
+        # An adopted connection's record sent at its release has no TCP info (sock_ops has;
+        # it reaches an adopted socket only if an earlier agent asked for state callbacks).
+        TcpInfo(acked, received, retrans, srtt)
+        if typ == _TCP_CLOSE and flags & _ADOPTED_RELEASED != _ADOPTED_RELEASED else None,
+        start + clock_offset_ns if start else 0, peer_cookie, bool(flags & _F_ADOPTED))
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,7 @@ class _Rare:
     generation: int = 0  # how many flows of this (socket, peer) expired before
     released_ns: int | None = None  # format-1: released, waiting for CLOSE
     local_peer_flow_id: str | None = None  # format-1 recordings pair ends in user space
+    adopted: bool = False  # the connection existed before the agent (FlowRecord.adopted)
 
 
 _NO_RARE = _Rare()  # shared by every flow that has none of it; never written
@@ -404,6 +405,8 @@ class FlowTable:
         f.peer_addr, f.peer_port = ev.peer_addr, ev.peer_port
         f.counters = ev.counters
         f.peer_cookie = ev.peer_cookie
+        if ev.adopted:
+            f.edit().adopted = True
         if f.direction == Direction.INBOUND:
             f.listener = self._listener_for(f.netns_cookie, f.local_port)
         return self._evict_if_full()
@@ -446,7 +449,8 @@ class FlowTable:
             start_ns=ev.start_ns, end_ns=max(ev.time_ns, ev.start_ns), owner=ev.owner,
             netns_cookie=ev.netns_cookie, counters=ev.counters, tcp=ev.tcp,
             close_reason=reason, listener=listener,
-            local_peer_flow_id=f"{ev.peer_cookie:x}" if ev.peer_cookie else None)
+            local_peer_flow_id=f"{ev.peer_cookie:x}" if ev.peer_cookie else None,
+            adopted=ev.adopted)
 
     def _on_peer(self, ev: SocketEvent) -> list[FlowRecord]:
         # TCP connections are flows of their own; a raw socket sending TCP (a SYN scanner)
@@ -673,7 +677,7 @@ class FlowTable:
             peer_addr=f.peer_addr, peer_port=f.peer_port,
             start_ns=f.start_ns, end_ns=end_ns, owner=f.owner, netns_cookie=f.netns_cookie,
             counters=f.counters, tcp=tcp, close_reason=reason, listener=f.listener,
-            local_peer_flow_id=f.peer_flow_id, complete=complete,
+            local_peer_flow_id=f.peer_flow_id, complete=complete, adopted=f.rare.adopted,
         )
 
 
@@ -706,4 +710,5 @@ def flow_to_dict(r: FlowRecord) -> dict[str, object]:
             "cname_chain": list(r.dns.cname_chain), "how": r.dns.how, "txn_id": r.dns.txn_id},
         "files": [{"time_ns": f.time_ns, "path": f.path, "flags": f.flags} for f in r.files],
         "summary": r.summary,
+        "adopted": r.adopted,
     }

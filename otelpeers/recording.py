@@ -103,6 +103,8 @@ def event_to_json(ev: Event) -> dict[str, Any]:
         d["start_ns"] = ev.start_ns
     if ev.peer_cookie:
         d["peer_cookie"] = ev.peer_cookie
+    if ev.adopted:
+        d["adopted"] = True
     if ev.tcp is not None:
         d["tcp"] = [ev.tcp.bytes_acked, ev.tcp.bytes_received, ev.tcp.total_retrans,
                     ev.tcp.srtt_us]
@@ -188,7 +190,8 @@ def event_from_json(d: Any) -> Event:
         released=bool(d.get("released", False)),
         old_state=_int(d, "old_state", hi=255), new_state=_int(d, "new_state", hi=255),
         counters=counters, tcp=tcp, start_ns=_int(d, "start_ns") if "start_ns" in d else 0,
-        peer_cookie=_int(d, "peer_cookie") if "peer_cookie" in d else 0, **common,
+        peer_cookie=_int(d, "peer_cookie") if "peer_cookie" in d else 0,
+        adopted=bool(d.get("adopted", False)), **common,
     )
 
 

@@ -25,11 +25,15 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from otelpeers import abi
 from otelpeers.config import Config
 from otelpeers.kernel import bpfsys
 from otelpeers.kernel.cgroup import find_cgroup2_mount
+
+if TYPE_CHECKING:
+    from otelpeers.kernel.adopt import AdoptionStats
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,7 @@ class KernelSensors:
         self.programs: dict[str, int] = {}  # name -> program fd (cgroup and tracepoint)
         self.ringbuf_fd = -1
         self.agg_active = 0
+        self.adoption: AdoptionStats | None = None  # what start() seeded (adopt_existing)
         self._tracepoints: list[int] = []  # perf event fds: open = attached
         self._links: list[int] = []
         self._legacy: list[tuple[int, int]] = []  # (prog fd, attach type)
@@ -157,6 +162,12 @@ class KernelSensors:
         self._fill_sensitive_paths()
         self._arm_aggregates()
         self._attach_all()
+        if self.config.kernel.adopt_existing:
+            # After the attach: a socket made meanwhile is seen by the programs, the
+            # snapshot, or both, never by neither (see kernel/adopt.py).
+            from otelpeers.kernel.adopt import adopt_existing
+
+            self.adoption = adopt_existing(self.maps)
 
     def _take_lock(self) -> None:
         try:

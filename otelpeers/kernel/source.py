@@ -38,10 +38,12 @@ from otelpeers.events import (
     Event,
     Interner,
     Kind,
+    Owner,
     PairStats,
     SocketEvent,
     decode_record,
 )
+from otelpeers.kernel.adopt import AdoptionStats
 from otelpeers.kernel.bpfsys import sum_percpu
 from otelpeers.kernel.loader import KernelSensors
 from otelpeers.kernel.ringbuf import MappedRingBuffer
@@ -141,6 +143,26 @@ class KernelSource:
         self._next_interval_ns = time.monotonic_ns() + self._stats_interval_ns
         self._stopped = False
         self._ring_closed = False
+        self._out.extend(self._seeded_listeners())
+
+    def _seeded_listeners(self) -> list[SocketEvent]:
+        """The listeners seeded at start (kernel/adopt.py) as LISTEN events at the snapshot's
+        time, so that the flow table knows them as it knows the ones the programs saw."""
+        adoption = getattr(self._sensors, "adoption", None)
+        if adoption is None:
+            return []
+        out = []
+        for s in adoption.listeners:
+            o = s.owner
+            owner = None if o is None else Owner(o.tgid, o.tgid, s.uid if o.uid is None else o.uid,
+                                                 o.gid or 0, o.cgroup_id or s.cgroup_id or 0,
+                                                 o.comm)
+            out.append(SocketEvent(
+                kind=Kind.LISTEN, time_ns=adoption.started_ns, cookie=s.cookie,
+                netns_cookie=s.netns_cookie or 0, owner=owner, family=s.family,
+                protocol=socket.IPPROTO_TCP, sock_type=socket.SOCK_STREAM,
+                new_state=10, local_addr=s.local_addr, local_port=s.local_port, adopted=True))
+        return out
 
     @staticmethod
     def _ring_size(fd: int) -> int:
@@ -167,6 +189,8 @@ class KernelSource:
             "ringbuf_pending_bytes": self._pending_bytes(),
         }
         out.update({f"kernel_drops.{k}": v for k, v in st.kernel_drops.items()})
+        adoption = getattr(self._sensors, "adoption", None) or AdoptionStats()
+        out.update({f"adoption.{k}": v for k, v in adoption.counters().items()})
         return out
 
     def _counters(self, *values: int) -> Counters:
@@ -395,7 +419,8 @@ class KernelSource:
                     local_addr=intern.addr(family, laddr), local_port=num(lport),
                     peer_addr=intern.addr(family, raddr), peer_port=num(rport),
                     counters=counters(p_out, b_out, pl_out, p_in, b_in, pl_in),
-                    start_ns=start + offset, peer_cookie=peer_cookie))
+                    start_ns=start + offset, peer_cookie=peer_cookie,
+                    adopted=bool(flags & abi.F_ADOPTED)))
         return out, [c for c, p in announced.items() if p != parity]
 
     def _scan_peers(self, changed_after: int) -> list[SocketEvent]:

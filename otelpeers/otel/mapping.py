@@ -103,6 +103,8 @@ def flow_attributes(record: FlowRecord) -> dict[str, object]:
             attrs[A.OWNER_JOINED] = True
     if record.local_peer_flow_id is not None:
         attrs[A.FLOW_LOCAL_PEER_ID] = record.local_peer_flow_id
+    if record.adopted:
+        attrs[A.FLOW_ADOPTED] = True
     if record.tcp is not None:
         t = record.tcp
         attrs[A.TCP_SRTT_US] = _count(t.srtt_us)

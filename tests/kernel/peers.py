@@ -121,6 +121,67 @@ def tcp_connect_each(port: int, send: int, addrs: list[str]) -> None:
     print("DONE", flush=True)
 
 
+def tcp_server_accepted(addr: str, expect: int, reply: int) -> None:
+    """tcp_server that also says when it has accepted (the connection is then held by this
+    process): "READY <port>", then "ACCEPTED"."""
+    srv = socket.socket(_family(addr), socket.SOCK_STREAM)
+    srv.bind((addr, 0))
+    srv.listen(8)
+    print(f"READY {srv.getsockname()[1]}", flush=True)
+    conn, _ = srv.accept()
+    print("ACCEPTED", flush=True)
+    _recv_exact(conn, expect)
+    conn.sendall(b"s" * reply)
+    conn.shutdown(socket.SHUT_WR)
+    conn.recv(1)
+    conn.close()
+    srv.close()
+
+
+def tcp_client_on_signal(addr: str, port: int, send: int, expect: int) -> None:
+    """Connect now ("READY <local port>"), transfer only on SIGUSR1, then close."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    c = socket.create_connection((addr, port), timeout=30)
+    print(f"READY {c.getsockname()[1]}", flush=True)
+    signal.sigwait({signal.SIGUSR1})
+    c.sendall(b"c" * send)
+    got = _recv_exact(c, expect)
+    c.close()
+    print(f"DONE {got}", flush=True)
+
+
+def tcp_echo_accepted(addr: str) -> None:
+    """Accept one connection ("READY <port>", then "ACCEPTED"), echo it until EOF, close."""
+    srv = socket.socket(_family(addr), socket.SOCK_STREAM)
+    srv.bind((addr, 0))
+    srv.listen(8)
+    print(f"READY {srv.getsockname()[1]}", flush=True)
+    conn, _ = srv.accept()
+    print("ACCEPTED", flush=True)
+    while data := conn.recv(65536):
+        conn.sendall(data)
+    conn.close()
+    srv.close()
+
+
+def tcp_client_phases(addr: str, port: int, size: int) -> None:
+    """Connect ("READY <local port>"); on each SIGUSR1 send `size` bytes and read them back
+    ("SENT"); on SIGUSR2 close ("DONE")."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2})
+    c = socket.create_connection((addr, port), timeout=30)
+    print(f"READY {c.getsockname()[1]}", flush=True)
+    while signal.sigwait({signal.SIGUSR1, signal.SIGUSR2}) == signal.SIGUSR1:
+        c.sendall(b"p" * size)
+        got = _recv_exact(c, size)
+        print(f"SENT {got}", flush=True)
+    c.close()
+    print("DONE", flush=True)
+
+
 def main(argv: list[str]) -> None:
     mode, args = argv[0], argv[1:]
     if mode == "tcp-server":
@@ -131,6 +192,14 @@ def main(argv: list[str]) -> None:
         udp_echo(args[0], int(args[1]))
     elif mode == "udp-client":
         udp_client(args[0], int(args[1]), int(args[2]), int(args[3]), args[4])
+    elif mode == "tcp-server-accepted":
+        tcp_server_accepted(args[0], int(args[1]), int(args[2]))
+    elif mode == "tcp-client-on-signal":
+        tcp_client_on_signal(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif mode == "tcp-echo-accepted":
+        tcp_echo_accepted(args[0])
+    elif mode == "tcp-client-phases":
+        tcp_client_phases(args[0], int(args[1]), int(args[2]))
     elif mode == "tcp-sink":
         tcp_sink(args[0], int(args[1]))
     elif mode == "tcp-connect-each":

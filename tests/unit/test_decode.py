@@ -67,6 +67,18 @@ def test_complete_close_record_has_its_start_and_the_other_end() -> None:
     assert ev.start_ns == 5_400 and ev.time_ns == 6_000 and ev.peer_cookie == 43
 
 
+def test_adopted_release_record_is_flagged_and_has_no_tcp_info() -> None:
+    """An adopted connection's record comes from sock_release: no sock_ops TCP info."""
+    ev = decode_event(raw_event(type=abi.EventType.TCP_CLOSE, start_ns=400,
+                                flags=abi.F_OWNER | abi.F_ADOPTED | abi.F_RELEASED), 0)
+    assert ev.adopted and ev.released and ev.tcp is None and ev.owner is not None
+    assert not decode_event(raw_event(type=abi.EventType.TCP_CLOSE), 0).adopted
+    # sock_ops CLOSE of an adopted socket still open (state callbacks from an earlier agent)
+    ops = decode_event(raw_event(type=abi.EventType.TCP_CLOSE,
+                                 flags=abi.F_OWNER | abi.F_ADOPTED), 0)
+    assert ops.adopted and ops.tcp is not None and ops.tcp.srtt_us == 55
+
+
 def test_records_decode_in_place_at_any_offset() -> None:
     """The source decodes straight from the ring buffer's memory: (buffer, offset, length)."""
     a, b = raw_event(cookie=1), raw_event(comm=b"wget")

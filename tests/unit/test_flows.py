@@ -215,6 +215,28 @@ def test_long_connection_announced_by_the_scan_then_closed() -> None:
     assert r.tcp is not None and len(t) == 0 and t.take_progress() == []
 
 
+def test_adopted_connection_is_announced_then_ended_by_its_release_record() -> None:
+    """A connection older than the agent: seeded (adopted), announced by the scan, ended by
+    the record its release sends (no TCP state known: closed, no TCP info)."""
+    t = FlowTable()
+    t.process(ev(Kind.TCP_OPEN, 5, 0x41, start_ns=1 * S, owner=NGINX, new_state=1,
+                 direction=Direction.INBOUND, local_addr="10.0.0.1", local_port=22,
+                 peer_addr="10.0.0.9", peer_port=50000, adopted=True))
+    (live,) = t.live_flows()
+    assert live.adopted and live.start_ns == 1 * S
+    (r,) = t.process(close_record(0x41, 1, 9, old_state=0, tcp=None, owner=NGINX,
+                                  direction=Direction.INBOUND, released=True, adopted=True,
+                                  counters=Counters(4, 4400, 4000, 2, 200, 80)))
+    assert r.adopted and r.close_reason == CloseReason.CLOSED and r.tcp is None
+    assert r.counters.payload_out == 4000 and r.start_ns == 1 * S
+    assert flow_to_dict(r)["adopted"] is True
+    # ended before the scan announced it: one complete record, still adopted
+    (short,) = t.process(close_record(0x42, 1, 1.2, old_state=0, tcp=None, adopted=True))
+    assert short.adopted and short.close_reason == CloseReason.CLOSED
+    (plain,) = t.process(close_record(0x43, 1, 1.2))
+    assert not plain.adopted and flow_to_dict(plain)["adopted"] is False
+
+
 def test_connect_that_never_sent_a_syn_is_one_failed_flow() -> None:
     t = FlowTable()
     (r,) = t.process(ev(Kind.RELEASE, 2, 4, start_ns=1 * S, owner=CURL, old_state=2,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import pytest
 from opentelemetry.sdk.resources import Resource
@@ -60,6 +61,14 @@ def test_client_span_kind_name_times_and_attributes():
     assert span.status.status_code == StatusCode.UNSET and A.ERROR_TYPE not in a
     assert span.parent is None
     assert span.instrumentation_scope.name == "otelpeers"
+
+
+def test_adopted_flows_say_so_and_others_do_not():
+    rec = flow("2a")
+    (plain, adopted), _ = export([rec, replace(rec, flow_id="2b", cookie=0x2B, adopted=True)])
+    assert A.FLOW_ADOPTED not in plain.attributes
+    assert adopted.attributes[A.FLOW_ADOPTED] is True
+    assert A.FLOW_ADOPTED == "otelpeers.flow.adopted"
 
 
 def test_server_span_has_client_attributes_and_listener():
