@@ -74,3 +74,11 @@ def test_kernel_owner_resource_is_the_kernel_not_a_process_lookup() -> None:
     res = cache.get(Owner(77, 77, 0, 0, 0, "kernel"))
     assert A.OWNER_KERNEL not in res.attributes and looked_up == [77]
 
+
+
+def test_a_recording_replays_the_kernel_owner() -> None:
+    from otelpeers.recording import event_from_json, event_to_json
+
+    ev = decode_record(kernel_reply(socket.IPPROTO_TCP, 9, 40000), 0)
+    back = event_from_json(event_to_json(ev))
+    assert back == ev and back.owner is not None and back.owner.is_kernel
