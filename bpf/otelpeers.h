@@ -29,7 +29,12 @@ enum op_event_type {
     OP_EV_FORK = 11,       /* sched:sched_process_fork */
     OP_EV_EXIT = 12,       /* sched:sched_process_exit, main thread only */
     OP_EV_FILE_OPEN = 13,  /* syscalls:sys_enter_openat|openat2 of a sensitive path */
-    OP_EV_MAX = 14,        /* size of the per-type drop counter array */
+    OP_EV_KERNEL_REPLY = 14, /* tcp:tcp_send_reset without a socket, icmp:icmp_send: the kernel
+                              * answered a packet no socket took (closed port). Owner: the
+                              * kernel (OP_F_KERNEL). TCP: old_state = enum sk_rst_reason;
+                              * ICMP: old_state = ICMP type, new_state = code. One record per
+                              * (peer, local port) and aggregate interval; all counted there */
+    OP_EV_MAX = 15,        /* size of the per-type drop counter array */
 };
 
 enum op_direction {
@@ -44,6 +49,7 @@ enum op_direction {
 #define OP_F_RELEASED 0x4     /* the socket was released before this event */
 #define OP_F_ADOPTED 0x8      /* the socket existed before the agent: its entry was seeded by
                                * user space from sock_diag (otelpeers/kernel/adopt.py) */
+#define OP_F_KERNEL 0x10      /* the kernel itself sent it (owner tgid 0, comm "kernel") */
 
 /* Who owns a socket, captured where the hook runs in process context. 40 bytes. */
 struct op_owner {

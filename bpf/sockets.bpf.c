@@ -56,6 +56,7 @@
 #define OP_TCP_SYN_SENT 2
 #define OP_TCP_CLOSE 7
 #define OP_TCP_LISTEN 10
+#define OP_SOCK_RAW 3
 
 BPF_TABLE("lru_hash", __u64, struct op_sock, sockets, OP_MAX_SOCKETS);
 BPF_TABLE("lru_hash", struct op_peer_key, struct op_peer, peers, OP_MAX_PEERS);
@@ -127,6 +128,13 @@ static __always_inline void fill_current_owner(struct op_owner *o)
     o->gid = uid_gid >> 32;
     o->cgroup_id = bpf_get_current_cgroup_id();
     bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
+/* Packets the kernel sends on its own have the kernel as owner: tgid 0, comm "kernel". */
+static __always_inline void fill_kernel_owner(struct op_owner *o)
+{
+    __builtin_memset(o, 0, sizeof(*o));
+    __builtin_memcpy(o->comm, "kernel", 7);
 }
 
 /* An entry for a socket seen first outside sock_create (accepted, or older than the agent). */
@@ -265,7 +273,8 @@ static __always_inline void fill_from_sock(struct op_event *e, __u64 cookie, str
     e->owner = s->owner;
     e->counters = s->c;
     e->netns_cookie = s->netns_cookie;
-    e->flags |= s->flags & (OP_F_OWNER | OP_F_OWNER_JOINED | OP_F_RELEASED | OP_F_ADOPTED);
+    e->flags |= s->flags & (OP_F_OWNER | OP_F_OWNER_JOINED | OP_F_RELEASED | OP_F_ADOPTED |
+                            OP_F_KERNEL);
 }
 
 /* A connection's own fields (start, direction, the address asked for) into its record. */
@@ -853,6 +862,14 @@ static __always_inline int count_skb(struct __sk_buff *skb, int egress)
         s = new_sock_entry(cookie, 0);
         if (!s)
             return 1;
+        /* A raw socket that never passed sock_create and was not found at start: one of the
+         * kernel's own (the per-CPU ICMP/ICMPv6 reply sockets that send echo replies and ICMP
+         * errors, NDISC, MLD). Raw sockets of processes pass sock_create (docs/process-context.md
+         * says where this guess can be wrong). */
+        if (sk->type == OP_SOCK_RAW) {
+            fill_kernel_owner(&s->owner);
+            s->flags |= OP_F_OWNER | OP_F_KERNEL;
+        }
     }
     __u64 now = bpf_ktime_get_coarse_ns();
     s->last_ns = now;
@@ -938,3 +955,99 @@ static __always_inline int count_skb(struct __sk_buff *skb, int egress)
 
 int otelp_skb_egr(struct __sk_buff *skb) { return count_skb(skb, 1); }
 int otelp_skb_ingr(struct __sk_buff *skb) { return count_skb(skb, 0); }
+
+/* ---- packets the kernel sends on its own: a RST for a closed TCP port, an ICMP error (UDP
+ * port unreachable). No socket sent them, and the task running when they are made is
+ * unrelated (softirq), so the owner is the kernel itself: tgid 0, comm "kernel". One inbound
+ * flow per (peer, local port) and aggregate interval gets a record; every reply is counted in
+ * the aggregates (opened, failed). The network namespace is not in these tracepoints' args:
+ * netns_cookie 0. ---- */
+static __always_inline void kernel_reply(__u8 family, __u8 protocol, __u8 *laddr, __u16 lport,
+                                         __u8 *raddr, __u16 rport, __u8 why, __u8 detail)
+{
+    struct op_agg_key k;
+    __builtin_memset(&k, 0, sizeof(k));
+    k.port = lport;
+    k.family = family;
+    k.protocol = protocol;
+    k.direction = OP_DIR_INBOUND;
+    __builtin_memcpy(k.raddr, raddr, OP_ADDR_LEN);
+    struct op_agg *v = agg_slot(&k);
+    int first = 1;
+    if (v) {
+        first = v->opened == 0 || k.family == OP_AGG_OVERFLOW_BYTE; /* racy: at worst two */
+        __sync_fetch_and_add(&v->opened, 1);
+        __sync_fetch_and_add(&v->failed, 1);
+        fill_kernel_owner(&v->owner);
+    }
+    if (!first)
+        return;
+    struct op_event *e = reserve(OP_EV_KERNEL_REPLY);
+    if (!e) {
+        if (v)
+            __sync_fetch_and_add(&v->lost, 1);
+        return;
+    }
+    fill_kernel_owner(&e->owner);
+    e->flags = OP_F_OWNER | OP_F_KERNEL;
+    e->family = family;
+    e->protocol = protocol;
+    e->sock_type = protocol == IPPROTO_TCP ? 1 : (protocol == IPPROTO_UDP ? 2 : 3);
+    e->direction = OP_DIR_INBOUND;
+    e->old_state = why;
+    e->new_state = detail;
+    e->lport = lport;
+    e->rport = rport;
+    e->start_ns = e->ts_ns;
+    __builtin_memcpy(e->laddr, laddr, OP_ADDR_LEN);
+    __builtin_memcpy(e->raddr, raddr, OP_ADDR_LEN);
+    submit(e);
+}
+
+/* saddr/daddr are a struct sockaddr_in or sockaddr_in6 (port in network order). */
+static __always_inline int sockaddr_of(const __u8 *sa, __u8 *addr, __u16 *port)
+{
+    __u16 fam = sa[0] | (sa[1] << 8);
+    *port = (sa[2] << 8) | sa[3];
+    if (fam == OP_AF_INET) {
+        __builtin_memcpy(addr, sa + 4, 4);
+        return OP_AF_INET;
+    }
+    if (fam == OP_AF_INET6) {
+        __builtin_memcpy(addr, sa + 8, 16);
+        return OP_AF_INET6;
+    }
+    return 0;
+}
+
+/* bcc copies the tracepoint's field types; this kernel enum (include/net/rstreason.h) is in no
+ * header included here: complete it (an int-sized enum, as the format's 4 bytes say). */
+enum sk_rst_reason { OP_SK_RST_NOT_SPECIFIED = 0, OP_SK_RST_NO_SOCKET = 1 };
+
+TRACEPOINT_PROBE(tcp, tcp_send_reset)
+{
+    if (args->skaddr)
+        return 0; /* a socket's own reset: its connection record (sock_ops CLOSE) tells it */
+    __u8 laddr[OP_ADDR_LEN] = {}, raddr[OP_ADDR_LEN] = {};
+    __u16 lport = 0, rport = 0;
+    /* The reset answers args->skb: saddr is this host's side, daddr the peer's. */
+    int fam = sockaddr_of(args->saddr, laddr, &lport);
+    if (!fam || sockaddr_of(args->daddr, raddr, &rport) != fam)
+        return 0;
+    kernel_reply(fam, IPPROTO_TCP, laddr, lport, raddr, rport, (__u8)args->reason, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(icmp, icmp_send)
+{
+    /* IPv4 only (no such tracepoint for ICMPv6). The offending packet's source is the peer;
+     * ports are set only when it was UDP. */
+    __u8 laddr[OP_ADDR_LEN] = {}, raddr[OP_ADDR_LEN] = {};
+    __builtin_memcpy(laddr, args->daddr, 4);
+    __builtin_memcpy(raddr, args->saddr, 4);
+    __u16 lport = args->dport, rport = args->sport;
+    __u8 proto = (lport || rport) ? IPPROTO_UDP : IPPROTO_ICMP;
+    kernel_reply(OP_AF_INET, proto, laddr, lport, raddr, rport, (__u8)args->type,
+                 (__u8)args->code);
+    return 0;
+}

@@ -40,9 +40,10 @@ class EventType(enum.IntEnum):
     FORK = 11
     EXIT = 12
     FILE_OPEN = 13
+    KERNEL_REPLY = 14  # the kernel answered for a closed port (RST, ICMP error): owner kernel
 
 
-EVENT_TYPE_SLOTS = 14  # OP_EV_MAX
+EVENT_TYPE_SLOTS = 15  # OP_EV_MAX
 TYPE_OFFSET = 64  # the type byte sits here in every record layout
 DROP_PEER_TABLE_FULL = EVENT_TYPE_SLOTS  # OP_DROP_PEER_TABLE_FULL
 DROP_SOCK_EVICTED = EVENT_TYPE_SLOTS + 1  # OP_DROP_SOCK_EVICTED
@@ -59,6 +60,7 @@ F_OWNER = 0x1
 F_OWNER_JOINED = 0x2
 F_RELEASED = 0x4
 F_ADOPTED = 0x8  # seeded from sock_diag: the socket existed before the agent
+F_KERNEL = 0x10  # sent by the kernel itself (owner tgid 0, comm "kernel")
 S_TCP_TRACKED = 0x100
 S_TCP_CLOSED = 0x200
 S_CONN = 0x400

@@ -153,3 +153,5 @@ FLOW_STATE = "otelpeers.flow.state"  # opened | failed | closed
 
 # ---- existing sockets (issue 11, docs/existing-sockets.md) ---------------------------------
 FLOW_ADOPTED = "otelpeers.flow.adopted"  # true: the connection existed before the agent
+OWNER_KERNEL = "otelpeers.owner.kernel"  # true: the kernel itself sent it (RST, ICMP error)
+KERNEL_SERVICE = "kernel"  # service.name and process.executable.name of the kernel owner

@@ -44,6 +44,9 @@ PROTO_NAMES = {
 }
 
 
+KERNEL_COMM = "kernel"  # the owner of packets the kernel sends on its own (tgid 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Owner:
     """The process that owned a socket when a hook ran in its context."""
@@ -55,6 +58,11 @@ class Owner:
     cgroup_id: int
     comm: str
     joined: bool = False  # taken from the listener, not seen in process context
+
+    @property
+    def is_kernel(self) -> bool:
+        """The kernel itself sent it (a RST or ICMP error for a closed port): no process."""
+        return self.tgid == 0 and self.comm == KERNEL_COMM
 
 
 @hot
@@ -180,7 +188,7 @@ def decode_comm(raw: bytes) -> str:
 _DIRECTIONS = {0: Direction.UNKNOWN, 1: Direction.OUTBOUND, 2: Direction.INBOUND}
 _KINDS = {k.value: k for k in Kind}
 _SOCKET_KINDS = frozenset({Kind.BIND, Kind.CONNECT, Kind.ESTABLISHED, Kind.TCP_CLOSE, Kind.PEER,
-                           Kind.RELEASE, Kind.LISTEN})
+                           Kind.RELEASE, Kind.LISTEN, Kind.KERNEL_REPLY})
 _CACHE_MAX = 65536
 
 

@@ -452,6 +452,22 @@ class FlowTable:
             local_peer_flow_id=f"{ev.peer_cookie:x}" if ev.peer_cookie else None,
             adopted=ev.adopted)
 
+    def _on_kernel_reply(self, ev: SocketEvent) -> list[FlowRecord]:
+        """The kernel answered a packet no socket took (a RST for a closed TCP port, an ICMP
+        error): one complete inbound flow, failed, owned by the kernel. The kernel sends one
+        such record per (peer, local port) and aggregate interval; its aggregates count all."""
+        self.stats.flows_started += 1
+        self.stats.flows_completed += 1
+        transport = TRANSPORTS.get(ev.protocol, "icmp")
+        return [FlowRecord(
+            flow_id=f"kernel/{ev.netns_cookie:x}/{transport}/{ev.peer_addr}/{ev.peer_port}/"
+                    f"{ev.local_port}/{ev.time_ns:x}",
+            cookie=0, transport=transport, family=ev.family, sock_type=ev.sock_type,
+            direction=Direction.INBOUND, local_addr=ev.local_addr, local_port=ev.local_port,
+            peer_addr=ev.peer_addr, peer_port=ev.peer_port, start_ns=ev.start_ns or ev.time_ns,
+            end_ns=ev.time_ns, owner=ev.owner, netns_cookie=ev.netns_cookie,
+            counters=ev.counters, tcp=None, close_reason=CloseReason.CONNECT_FAILED)]
+
     def _on_peer(self, ev: SocketEvent) -> list[FlowRecord]:
         # TCP connections are flows of their own; a raw socket sending TCP (a SYN scanner)
         # has no connection: its peers are flows like UDP's.
@@ -575,6 +591,7 @@ class FlowTable:
         Kind.SOCK_GONE: _on_sock_gone,
         Kind.RELEASE: _on_release,
         Kind.PAIR_STATS: _on_pair_stats,
+        Kind.KERNEL_REPLY: _on_kernel_reply,
     }
 
     # ---- internals -----------------------------------------------------------------

@@ -101,6 +101,8 @@ def flow_attributes(record: FlowRecord) -> dict[str, object]:
         attrs[A.OWNER_UID] = record.owner.uid
         if record.owner.joined:
             attrs[A.OWNER_JOINED] = True
+        if record.owner.is_kernel:
+            attrs[A.OWNER_KERNEL] = True
     if record.local_peer_flow_id is not None:
         attrs[A.FLOW_LOCAL_PEER_ID] = record.local_peer_flow_id
     if record.adopted:

@@ -160,6 +160,18 @@ class ResourceCache:
             res = self._cache.get(key)
         if res is not None:
             return res
+        if owner.is_kernel:  # no process to look up: pid 0 is the kernel, never /proc/0
+            proc: dict[str, AttributeValue] = {
+                A.SERVICE_NAME: A.KERNEL_SERVICE, A.PROCESS_PID: 0,
+                A.PROCESS_EXECUTABLE_NAME: A.KERNEL_SERVICE, A.OWNER_KERNEL: True}
+        else:
+            proc = self._make_attributes(owner)
+        res = _ProcessResource({**self._host, **proc})
+        with self._lock:
+            self._cache[key] = res
+        return res
+
+    def _make_attributes(self, owner: Owner) -> dict[str, AttributeValue]:
         try:
             proc = dict(self._attrs(owner))
         except Exception:  # a broken lookup must not stop export; counted, defaults used
@@ -167,7 +179,4 @@ class ResourceCache:
             proc = dict(default_process_attributes(owner))
         proc.setdefault(A.SERVICE_NAME, proc.get(A.PROCESS_EXECUTABLE_NAME) or owner.comm
                         or A.UNKNOWN_SERVICE)
-        res = _ProcessResource({**self._host, **proc})
-        with self._lock:
-            self._cache[key] = res
-        return res
+        return proc

@@ -121,6 +121,25 @@ def tcp_connect_each(port: int, send: int, addrs: list[str]) -> None:
     print("DONE", flush=True)
 
 
+def connect_closed(transport: str, addr: str, port: int, count: int) -> None:
+    """count attempts at a closed port: TCP connect() (refused by the peer kernel's RST), or
+    a connected UDP datagram whose ICMP port unreachable fails the next recv()."""
+    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    for _ in range(count):
+        s = socket.socket(_family(addr), kind)
+        s.settimeout(10)
+        try:
+            s.connect((addr, port))
+            if kind == socket.SOCK_DGRAM:
+                s.send(b"probe")
+                s.recv(64)
+            print("ANSWERED", flush=True)
+        except ConnectionRefusedError:
+            print("REFUSED", flush=True)
+        finally:
+            s.close()
+
+
 def tcp_server_accepted(addr: str, expect: int, reply: int) -> None:
     """tcp_server that also says when it has accepted (the connection is then held by this
     process): "READY <port>", then "ACCEPTED"."""
@@ -204,6 +223,8 @@ def main(argv: list[str]) -> None:
         tcp_sink(args[0], int(args[1]))
     elif mode == "tcp-connect-each":
         tcp_connect_each(int(args[0]), int(args[1]), args[2:])
+    elif mode == "connect-closed":
+        connect_closed(args[0], args[1], int(args[2]), int(args[3]))
     elif mode == "dns-servfail":
         dns_servfail(args[0], int(args[1]))
     else:
