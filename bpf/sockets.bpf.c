@@ -1020,6 +1020,9 @@ static __always_inline int sockaddr_of(const __u8 *sa, __u8 *addr, __u16 *port)
     return 0;
 }
 
+/* Built only where the tracepoint has the fields used here (Linux 6.10 and later for the reset's
+ * sockaddr and reason fields): otelpeers/kernel/loader.py reads its format and sets the flag. */
+#if OP_KERNEL_RST
 /* bcc copies the tracepoint's field types; this kernel enum (include/net/rstreason.h) is in no
  * header included here: complete it (an int-sized enum, as the format's 4 bytes say). */
 enum sk_rst_reason { OP_SK_RST_NOT_SPECIFIED = 0, OP_SK_RST_NO_SOCKET = 1 };
@@ -1037,7 +1040,9 @@ TRACEPOINT_PROBE(tcp, tcp_send_reset)
     kernel_reply(fam, IPPROTO_TCP, laddr, lport, raddr, rport, (__u8)args->reason, 0);
     return 0;
 }
+#endif /* OP_KERNEL_RST */
 
+#if OP_KERNEL_ICMP
 TRACEPOINT_PROBE(icmp, icmp_send)
 {
     /* IPv4 only (no such tracepoint for ICMPv6). The offending packet's source is the peer;
@@ -1051,3 +1056,4 @@ TRACEPOINT_PROBE(icmp, icmp_send)
                  (__u8)args->code);
     return 0;
 }
+#endif /* OP_KERNEL_ICMP */

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -91,7 +92,43 @@ def cflags_for(config: Config) -> list[str]:
     ]
     ports = list(d.ports)[:4] + [0] * (4 - min(len(d.ports), 4))
     flags += [f"-DOP_DNS_PORT{i}={p}" for i, p in enumerate(ports)]
+    rst, icmp = kernel_reply_tracepoints()
+    flags += [f"-DOP_KERNEL_RST={int(rst)}", f"-DOP_KERNEL_ICMP={int(icmp)}"]
     return flags
+
+
+TRACEFS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
+# Fields the kernel-reply probes read (bpf/sockets.bpf.c); older kernels have the same
+# tracepoints with other layouts, where the probes are left out instead of failing to compile.
+KERNEL_REPLY_FIELDS = {
+    "tcp/tcp_send_reset": ("const void * skaddr;", " reason;", "__u8 saddr[28];",
+                           "__u8 daddr[28];"),
+    "icmp/icmp_send": ("int type;", "int code;", "__u8 saddr[4];", "__u8 daddr[4];",
+                       "__u16 sport;", "__u16 dport;"),
+}
+
+
+@functools.cache
+def kernel_reply_tracepoints(roots: tuple[str, ...] = TRACEFS) -> tuple[bool, bool]:
+    """(tcp:tcp_send_reset, icmp:icmp_send) usable as the probes expect, from their formats."""
+    found = []
+    for name, fields in KERNEL_REPLY_FIELDS.items():
+        text = ""
+        for root in roots:
+            try:
+                text = Path(root, name, "format").read_text()
+                break
+            except OSError:
+                continue
+        ok = bool(text) and all(f in text for f in fields)
+        if not ok:
+            log.warning("tracepoint %s is missing or has another layout on this kernel: "
+                        "packets the kernel sends on its own (%s) are not attributed to the "
+                        "kernel owner", name.replace("/", ":"),
+                        "resets to closed ports" if name.startswith("tcp")
+                        else "ICMP errors")
+        found.append(ok)
+    return found[0], found[1]
 
 
 def program_text() -> str:
