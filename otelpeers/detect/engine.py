@@ -206,6 +206,10 @@ class Actors:
             self._describe is None else actor
 
     def of_flow(self, r: FlowRecord) -> Actor | None:
+        if r.owner is not None and r.owner.is_kernel:
+            # The kernel's own replies (resets, ICMP errors, echo replies) act for no
+            # process: a host pinged every 10 s by its monitoring is not a beacon.
+            return None
         # Zeek rows carry no owner: the actor is the connection's originator.
         return self.of_owner(r.owner, r.local_addr, 0)
 

@@ -139,3 +139,11 @@ def test_dga_settings_mirror_the_scorer_defaults() -> None:
     rule = {f.name: f.default for f in fields(DgaRule) if f.name in scorer}
     assert rule == {k: scorer[k] for k in rule}
     assert len(rule) >= 14  # every decision parameter is configurable
+
+
+def test_the_kernels_own_replies_are_no_actor() -> None:
+    e = engine()
+    kernel = replace(flow("7a"), owner=owner(tgid=0, comm="kernel", uid=0))
+    assert kernel.owner is not None and kernel.owner.is_kernel
+    assert e.evaluate(Outputs(flows=[kernel])) == []
+    assert len(e.evaluate(Outputs(flows=[flow("7b")]))) == 1  # from a process it fires
