@@ -11,13 +11,12 @@ nothing for the lookups of dig and curl.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from agent_proc import AgentProcess
 from otlp_sink import OtlpSink, span_attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
@@ -37,20 +36,11 @@ def _records(sink: OtlpSink, rule: str) -> list:
             if span_attrs(lr).get("security_rule.name") == rule]
 
 
-def _start_agent(tmp_path: Path, endpoint: str) -> subprocess.Popen[bytes]:
+def _start_agent(tmp_path: Path, endpoint: str) -> AgentProcess:
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(f"detect:\n  state_dir: {tmp_path / 'state'}\n"
                    f"export:\n  schedule_delay_s: 0.2\n  otlp:\n    endpoint: {endpoint}\n")
-    ready = tmp_path / "ready"
-    agent = subprocess.Popen(
-        [PYTHON, "-m", "otelpeers", "run", "--no-live-view", "--config", str(cfg),
-         "--ready-file", str(ready)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert agent.poll() is None, agent.communicate()
-        assert time.monotonic() < deadline, "agent did not attach"
-        time.sleep(0.05)  # the agent writes this file once; nothing else to wait on
-    return agent
+    return AgentProcess(tmp_path, cfg.read_text())
 
 
 def test_dns_tunnel_log_record_and_span_event_reach_the_collector(tmp_path: Path, rotel,
@@ -86,9 +76,8 @@ def test_dns_tunnel_log_record_and_span_event_reach_the_collector(tmp_path: Path
 
             spans = sink.wait_for(sink.spans, lambda sp: bool(dns_span(sp)))
     finally:
-        agent.send_signal(signal.SIGTERM)
-        _, agent_err = agent.communicate(timeout=60)
-    assert agent.returncode == 0, agent_err
+        rc, _, agent_err = agent.stop()
+    assert rc == 0, agent_err
 
     ((res, lr),) = got
     a = span_attrs(lr)
@@ -150,9 +139,8 @@ def test_dga_log_record_and_span_event_reach_the_collector(tmp_path: Path, rotel
                 s.span_id == span_id and any(e.name == EVENT for e in s.events)
                 for _, s in sp))
     finally:
-        agent.send_signal(signal.SIGTERM)
-        _, agent_err = agent.communicate(timeout=60)
-    assert agent.returncode == 0, agent_err
+        rc, _, agent_err = agent.stop()
+    assert rc == 0, agent_err
     ((res, lr),) = got
     a = span_attrs(lr)
     assert lr.event_name == EVENT and lr.severity_number == 17 and lr.severity_text == "HIGH"

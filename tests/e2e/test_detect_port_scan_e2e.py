@@ -11,13 +11,13 @@ record at all.
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from agent_proc import AgentProcess
 from otlp_sink import OtlpSink, span_attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
@@ -32,26 +32,16 @@ EVIDENCE = "otelpeers.detection.evidence."
 PORT_SCAN_UUID = "eff92ce7-c408-45a9-9835-b8d5639bcb75"
 
 
-def _start_agent(tmp_path: Path, endpoint: str) -> subprocess.Popen[bytes]:
+def _start_agent(tmp_path: Path, endpoint: str) -> AgentProcess:
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(f"detect:\n  state_dir: {tmp_path / 'state'}\n"
                    f"export:\n  schedule_delay_s: 0.2\n  otlp:\n    endpoint: {endpoint}\n")
-    ready = tmp_path / "ready"
-    agent = subprocess.Popen(
-        [PYTHON, "-m", "otelpeers", "run", "--no-live-view", "--config", str(cfg),
-         "--ready-file", str(ready)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert agent.poll() is None, agent.communicate()
-        assert time.monotonic() < deadline, "agent did not attach"
-        time.sleep(0.05)  # the agent writes this file once; nothing else to wait on
-    return agent
+    return AgentProcess(tmp_path, cfg.read_text())
 
 
-def _stop_agent(agent: subprocess.Popen[bytes]) -> None:
-    agent.send_signal(signal.SIGTERM)
-    _, err = agent.communicate(timeout=60)
-    assert agent.returncode == 0, err
+def _stop_agent(agent: AgentProcess) -> None:
+    rc, _, err = agent.stop()
+    assert rc == 0, err
 
 
 def _records(sink: OtlpSink, pid: int, rule: str | None = None) -> list:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
+from agent_proc import AgentProcess
 from otlp_sink import OtlpSink, span_attrs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kernel"))
@@ -49,7 +48,7 @@ def _records(sink: OtlpSink, rule: str, pids: set[int]) -> list:
             if _attrs(lr).get("security_rule.name") == rule and res.get("process.pid") in pids]
 
 
-def _start_agent(tmp_path: Path, endpoint: str, secrets: Path) -> subprocess.Popen[bytes]:
+def _start_agent(tmp_path: Path, endpoint: str, secrets: Path) -> AgentProcess:
     prefixes = [*Config().process.sensitive_prefixes, f"{secrets}/"]
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(
@@ -57,22 +56,12 @@ def _start_agent(tmp_path: Path, endpoint: str, secrets: Path) -> subprocess.Pop
         f"process:\n  sensitive_prefixes: {json.dumps(prefixes)}\n"
         f"detect:\n  state_dir: {tmp_path / 'state'}\n"
         f"export:\n  schedule_delay_s: 0.2\n  otlp:\n    endpoint: {endpoint}\n")
-    ready = tmp_path / "ready"
-    agent = subprocess.Popen(
-        [PYTHON, "-m", "otelpeers", "run", "--no-live-view", "--config", str(cfg),
-         "--ready-file", str(ready)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert agent.poll() is None, agent.communicate()
-        assert time.monotonic() < deadline, "agent did not attach"
-        time.sleep(0.05)  # the agent writes this file once; nothing else to wait on
-    return agent
+    return AgentProcess(tmp_path, cfg.read_text())
 
 
-def _stop_agent(agent: subprocess.Popen[bytes]) -> None:
-    agent.send_signal(signal.SIGTERM)
-    _, err = agent.communicate(timeout=60)
-    assert agent.returncode == 0, err
+def _stop_agent(agent: AgentProcess) -> None:
+    rc, _, err = agent.stop()
+    assert rc == 0, err
 
 
 def test_reverse_shell_and_exfiltration_reach_the_collector(tmp_path: Path, rotel,
