@@ -76,9 +76,12 @@ class Agent:
 
 def build_agent(config: Config, *, live_host: bool, export: bool = True,
                 live_view: bool = False, extra_sinks: Sequence[Sink] = (),
-                stream: TextIO | None = None, ids: SpanIds | None = None) -> Agent:
+                stream: TextIO | None = None, ids: SpanIds | None = None,
+                detect_process: bool | None = None) -> Agent:
     """live_host: read this host's /proc for process context (False when replaying);
-    export: spans, detections and metrics leave as OTLP (or files, per config)."""
+    export: spans, detections and metrics leave as OTLP (or files, per config);
+    detect_process: run the rules in their own process (default: live_host and
+    detect.separate_process; recordings are judged in-process, deterministically)."""
     ids = ids if ids is not None else SpanIds()
     table = None
     if live_host:
@@ -91,8 +94,10 @@ def build_agent(config: Config, *, live_host: bool, export: bool = True,
     if config.detect.enabled:
         from otelpeers.detect.build import build_detect_stage
 
+        if detect_process is None:
+            detect_process = live_host and config.detect.separate_process
         stages.append(build_detect_stage(config.detect, describe=_describer(table),
-                                         persist=live_host))
+                                         persist=live_host, separate_process=detect_process))
     agent = Agent(config, Pipeline(stages, extra_sinks), ids, process_table=table)
     sinks = agent.pipeline.sinks  # appended to in order below
 

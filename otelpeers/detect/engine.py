@@ -35,7 +35,7 @@ from otelpeers.detect.model import (
 )
 from otelpeers.detect.settings import AllowConfig, DetectConfig, RuleBase
 from otelpeers.dns.lookups import DnsLookup
-from otelpeers.events import Event, Owner, ProcessEvent
+from otelpeers.events import Owner, ProcessEvent
 from otelpeers.flows import FlowRecord
 from otelpeers.pipeline import BaseStage, Outputs
 
@@ -404,49 +404,35 @@ class Engine:
 
 
 # ---- the pipeline stage -------------------------------------------------------------------------
-class DetectStage(BaseStage):
-    """Runs the engine in the pipeline's process() step, after DNS and process annotation,
-    so rules see named flows with their files; attaches each detection to its evidence
-    span before the span sink exports it."""
+class SpanEvents:
+    """Puts each detection on its evidence span: this round's flow or DNS lookup, or the
+    flow's span when it ends (the flow is still open, or not announced yet). Waiting
+    detections are bounded in number and aged out after PENDING_MAX_AGE_NS of event time."""
 
-    name: ClassVar[str] = "detect"
-    accepts: ClassVar[tuple[type, ...]] = ()
+    def __init__(self, ctx: RuleContext, maxsize: int) -> None:
+        # flow id -> detections waiting for the flow's span
+        self._pending: BoundedMap[str, tuple[Detection, ...]] = ctx.bounded(
+            "pending_span_events", maxsize)
+        self.expired = 0
 
-    def __init__(self, engine: Engine, *, store: Any = None) -> None:
-        self.engine = engine
-        self.store = store  # BaselineStore, live only
-        # Detections on flows still open (or not announced yet), waiting for the flow's span:
-        # flow id -> detections. Bounded in size, and aged out after PENDING_MAX_AGE_NS of
-        # event time (the flow ended before the detection, or never will be seen).
-        self._pending: BoundedMap[str, tuple[Detection, ...]] = engine.ctx.bounded(
-            "pending_span_events", engine.config.max_pending_span_events)
-        self.pending_expired = 0
+    def __len__(self) -> int:
+        return len(self._pending)
 
-    def on_event(self, ev: Event, out: Outputs) -> None:
-        pass
-
-    def tick(self, now_ns: int, out: Outputs) -> None:
-        out.detections.extend(self.engine.tick(now_ns))
+    def expire(self, now_ns: int) -> None:
         while self._pending:  # oldest first (insertion order)
             fid, ds = next(iter(self._pending.items()))
             if now_ns - ds[0].time_ns < PENDING_MAX_AGE_NS:
                 break
             del self._pending[fid]
-            self.pending_expired += 1
-        if self.store is not None:
-            self.store.maybe_save(now_ns)
+            self.expired += 1
 
-    def process(self, out: Outputs) -> None:
-        new = self.engine.evaluate(out)
-        if new:
-            out.detections.extend(new)
-        if out.detections or self._pending:
-            self._attach(out)
-
-    def _attach(self, out: Outputs) -> None:
+    def attach(self, out: Outputs, detections: Sequence[Detection]) -> None:
+        """detections (found this round) onto out.flows / out.dns, or pending."""
+        if not detections and not self._pending:
+            return
         by_flow: dict[str, list[Detection]] = {}
         by_txn: dict[str, list[Detection]] = {}
-        for d in out.detections:
+        for d in detections:
             ref = d.evidence_span
             if ref is None:
                 continue
@@ -470,14 +456,40 @@ class DetectStage(BaseStage):
                 flows.append(replace(r, detections=r.detections + extra) if extra else r)
             out.flows = flows
 
+
+class DetectStage(BaseStage):
+    """Runs the engine in the pipeline's process() step, after DNS and process annotation,
+    so rules see named flows with their files; attaches each detection to its evidence
+    span before the span sink exports it."""
+
+    name: ClassVar[str] = "detect"
+    accepts: ClassVar[tuple[type, ...]] = ()
+
+    def __init__(self, engine: Engine, *, store: Any = None) -> None:
+        self.engine = engine
+        self.store = store  # BaselineStore, live only
+        self.span_events = SpanEvents(engine.ctx, engine.config.max_pending_span_events)
+
+    def tick(self, now_ns: int, out: Outputs) -> None:
+        out.detections.extend(self.engine.tick(now_ns))
+        self.span_events.expire(now_ns)
+        if self.store is not None:
+            self.store.maybe_save(now_ns)
+
+    def process(self, out: Outputs) -> None:
+        new = self.engine.evaluate(out)
+        if new:
+            out.detections.extend(new)
+        self.span_events.attach(out, out.detections)
+
     def finish(self, now_ns: int, out: Outputs) -> None:
         out.detections.extend(self.engine.tick(now_ns))
         if self.store is not None:
             self.store.save()
 
     def counters(self) -> Mapping[str, int]:
-        return {**self.engine.counters(), "span_events_pending": len(self._pending),
-                "pending_span_events_expired": self.pending_expired}
+        return {**self.engine.counters(), "span_events_pending": len(self.span_events),
+                "pending_span_events_expired": self.span_events.expired}
 
 
 def settings_defaults(cls: type[RuleBase]) -> dict[str, Any]:

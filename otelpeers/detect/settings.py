@@ -452,6 +452,12 @@ class DetectConfig:
     state_dir: str = "/var/lib/otelpeers/state"  # learned baselines survive restarts here
     max_actors: int = 10_000  # per rule, least recently seen evicted (counted)
     max_pending_span_events: int = 10_000  # detections waiting for their open flow to end
+    # The live agent runs the rules in their own process (otelpeers.detect.remote), at a
+    # lower priority, so that detection never slows the data plane.
+    separate_process: bool = True
+    nice: int = 10  # the detection process's niceness (0: same priority as the agent)
+    max_judge_delay_s: float = 1.0  # a round's spans wait this long for its verdict at most
+    max_backlog: int = 200_000  # inputs sent and not judged yet; beyond: not judged (counted)
     allow: AllowConfig = field(default_factory=AllowConfig)  # applies to every rule
     rules: RulesConfig = field(default_factory=RulesConfig)
 
@@ -462,6 +468,9 @@ class DetectConfig:
         _check(self.max_actors >= 1, "detect.max_actors", "must be >= 1")
         _check(self.max_pending_span_events >= 1, "detect.max_pending_span_events",
                "must be >= 1")
+        _check(0 <= self.nice <= 19, "detect.nice", "must be between 0 and 19")
+        _check(self.max_judge_delay_s >= 0, "detect.max_judge_delay_s", "must be >= 0")
+        _check(self.max_backlog >= 1, "detect.max_backlog", "must be >= 1")
         self.allow.validate("detect.allow")
         for f in fields(self.rules):
             getattr(self.rules, f.name).validate(f"detect.rules.{f.name}")

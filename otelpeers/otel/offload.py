@@ -19,7 +19,6 @@ import marshal
 import os
 import pickle
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -31,11 +30,10 @@ from otelpeers.dns.lookups import DnsLookup
 from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.events import Counters, Direction, Owner, TcpInfo
 from otelpeers.flows import CloseReason, DnsAnnotation, FileAccess, FlowRecord, Listener
+from otelpeers.frames import read_frame, write_frame
 
 _log = logging.getLogger(__name__)
 
-_FRAME = struct.Struct("<I")
-MAX_FRAME = 256 * 1024 * 1024
 FLOW, LOOKUP, PICKLED = 0, 1, 2
 
 
@@ -104,22 +102,6 @@ def unpack_lookup(t: Sequence[Any]) -> DnsLookup:
 
 
 # ---- framing -------------------------------------------------------------------------------
-def write_frame(f: BinaryIO, payload: bytes) -> None:
-    f.write(_FRAME.pack(len(payload)) + payload)
-    f.flush()
-
-
-def read_frame(f: BinaryIO) -> bytes | None:
-    head = f.read(_FRAME.size)
-    if len(head) < _FRAME.size:
-        return None  # the other side is gone
-    (n,) = _FRAME.unpack(head)
-    if n > MAX_FRAME:
-        raise ValueError(f"frame of {n} bytes")
-    body = f.read(n)
-    return body if len(body) == n else None
-
-
 # ---- the agent's side ------------------------------------------------------------------------
 class ExportChildError(RuntimeError):
     pass

@@ -36,7 +36,11 @@ HOSTS = 4
 
 def config(state: Path) -> Config:
     c = Config()
-    return replace(c, detect=replace(c.detect, learning_period_s=LEARN_S, state_dir=str(state)))
+    # In-process rules: these tests read the engine's learning clock, which the pipeline
+    # thread holds only then; the live detection tests elsewhere run the default (rules in
+    # their own process).
+    return replace(c, detect=replace(c.detect, learning_period_s=LEARN_S, state_dir=str(state),
+                                     separate_process=False))
 
 
 def binary(tmp: Path, name: str) -> str:

@@ -1,0 +1,197 @@
+"""Detection in its own process (otelpeers.detect.remote): flows survive the trip intact, the
+detections and span events are the ones the in-process stage makes over the same input,
+and neither a dead detection process nor a full backlog loses a flow (both counted)."""
+
+from __future__ import annotations
+
+import marshal
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bench.detect import generate as gen
+from bench.detect.truth import GroundTruth
+from otelpeers.config import ConfigError, parse_config
+from otelpeers.detect.build import build_detect_stage
+from otelpeers.detect.model import Detection
+from otelpeers.detect.offline import ObservedStage, ZeekSource
+from otelpeers.detect.remote import MARSHAL_VERSION, RESTART_INTERVAL_S, RemoteDetectStage
+from otelpeers.detect.settings import DetectConfig
+from otelpeers.drive import EventClock, drive
+from otelpeers.flows import DnsAnnotation, FileAccess, FlowRecord
+from otelpeers.flowwire import pack_flows, unpack_flows
+from otelpeers.pipeline import Outputs, Pipeline
+from otelpeers.testing.flows import flow, local_pair, many
+
+
+class Collect:
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.flows: list[FlowRecord] = []
+        self.detections: list[Detection] = []
+
+    def consume(self, out: Outputs) -> None:
+        self.flows.extend(out.flows)
+        self.detections.extend(out.detections)
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def test_flows_survive_the_trip() -> None:
+    named = replace(flow("ab"), dns=DnsAnnotation(True, "a.example", ("a.example", "b.x"),
+                                                  "host", "t1"),
+                    files=(FileAccess(3, "/etc/shadow", 0),), summary=3, adopted=True)
+    flows = [*local_pair(), *many(40), named, replace(flow("ac"), owner=None),
+             flow("ad", peer="2001:db8::1", transport="udp")]
+    wire = marshal.dumps(pack_flows(flows), MARSHAL_VERSION)
+    assert unpack_flows(marshal.loads(wire)) == flows
+    assert unpack_flows(pack_flows([])) == []
+
+
+# ---- the same verdicts as in-process ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DetectConfig]:
+    data: Path = tmp_path_factory.mktemp("network")
+    gen.write(gen.generate(gen.small(12)), data)
+    truth = GroundTruth.load(data / "truth.json")
+    cfg = replace(DetectConfig(), max_judge_delay_s=600.0,
+                  learning_period_s=(truth.learning_end_ns - truth.start_ns) / 1e9)
+    return data, cfg
+
+
+def judge(data: Path, cfg: DetectConfig, remote: bool) -> tuple[Collect, dict[str, int]]:
+    sink = Collect()
+    stage = build_detect_stage(cfg, separate_process=remote)
+    pipeline = Pipeline([ObservedStage(), stage], [sink])
+    try:
+        drive(ZeekSource([data / "conn.log", data / "dns.log"]), pipeline, EventClock())
+        counters = pipeline.counters()
+    finally:
+        pipeline.close()
+    return sink, counters
+
+
+def on_spans(sink: Collect) -> set[tuple[str, str]]:
+    return {(r.flow_id, d.detection_id) for r in sink.flows for d in r.detections}
+
+
+def test_same_detections_and_span_events_as_in_process(
+        network: tuple[Path, DetectConfig]) -> None:
+    data, cfg = network
+    local, _ = judge(data, cfg, remote=False)
+    remote, counters = judge(data, cfg, remote=True)
+    assert len(local.detections) >= 5  # the generated incidents fired
+    assert [d.detection_id for d in remote.detections] == \
+        [d.detection_id for d in local.detections]
+    assert on_spans(local)  # flow rules put span events on connection spans
+    assert on_spans(remote) == on_spans(local)
+    assert sorted(r.flow_id for r in remote.flows) == sorted(r.flow_id for r in local.flows)
+    assert counters["detect.detections"] == len(remote.detections)
+    assert counters["detect.inputs_dropped"] == 0
+    assert counters["detect.exported_before_verdict"] == 0
+    assert counters["detect.judge_queue_size"] == 0 and counters["detect.held_pending"] == 0
+
+
+# ---- failure and overload lose no flow ----------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def rounds(n: int, size: int, start: int = 0x10000) -> Iterator[list[FlowRecord]]:
+    for i in range(n):
+        yield list(many(size, start_cookie=start + i * size))
+
+
+def feed(stage: RemoteDetectStage, batches: Iterator[list[FlowRecord]]) -> list[FlowRecord]:
+    delivered: list[FlowRecord] = []
+    for flows in batches:
+        out = Outputs(flows=list(flows))
+        stage.process(out)
+        delivered += out.flows
+    return delivered
+
+
+def settle(stage: RemoteDetectStage, timeout_s: float = 30.0) -> list[FlowRecord]:
+    """Empty rounds until every held flow is released (each reply is an event we wait on)."""
+    delivered: list[FlowRecord] = []
+    deadline = time.monotonic() + timeout_s
+    while stage.counters()["held_pending"] and time.monotonic() < deadline:
+        with stage._wake:  # wait for the detection process's next reply, not a fixed sleep
+            if not stage._replies:
+                stage._wake.wait(0.5)
+        out = Outputs()
+        stage.process(out)
+        delivered += out.flows
+    return delivered
+
+
+def test_a_dead_detection_process_loses_no_flow_and_is_restarted() -> None:
+    clock = Clock()
+    stage = RemoteDetectStage(DetectConfig(), clock=clock)
+    try:
+        sent = [f for b in rounds(3, 50) for f in b]
+        got = feed(stage, iter([sent[:50], sent[50:100]]))
+        assert stage._proc is not None
+        stage._proc.kill()
+        stage._proc.wait(10)
+        for t in stage._threads:
+            t.join(10)  # the reader saw the end of the pipe
+        got += feed(stage, iter([sent[100:]]))  # dead: flows go straight on
+        got += settle(stage)
+        assert sorted(r.flow_id for r in got) == sorted(r.flow_id for r in sent)
+        assert stage.counters()["process_restarts"] == 0  # not yet: RESTART_INTERVAL_S
+        clock.t += RESTART_INTERVAL_S + 1
+        more = list(many(10, start_cookie=0x90000))
+        got2 = feed(stage, iter([more])) + settle(stage)
+        assert stage.counters()["process_restarts"] == 1
+        assert sorted(r.flow_id for r in got2) == sorted(r.flow_id for r in more)
+        assert stage.counters()["inputs_dropped"] == 50  # the round sent while it was dead
+    finally:
+        stage.close()
+
+
+def test_a_full_backlog_is_counted_and_its_flows_go_on() -> None:
+    stage = RemoteDetectStage(replace(DetectConfig(), max_backlog=10))
+    try:
+        batch = list(many(25))
+        got = feed(stage, iter([batch]))
+        assert got == batch  # not held: nobody will judge it
+        assert stage.counters()["inputs_dropped"] == 25
+    finally:
+        stage.close()
+
+
+def test_flows_wait_for_the_verdict_no_longer_than_configured() -> None:
+    clock = Clock()
+    stage = RemoteDetectStage(replace(DetectConfig(), max_judge_delay_s=2.0), clock=clock)
+    try:
+        with stage._wake:
+            stage._proc.send_signal(19)  # SIGSTOP: the detection process cannot answer
+        batch = list(many(5))
+        assert feed(stage, iter([batch])) == []  # held for its verdict
+        clock.t += 2.5
+        assert feed(stage, iter([[]])) == batch
+        assert stage.counters()["exported_before_verdict"] == 5
+        later = list(many(3, start_cookie=0x5000))
+        assert feed(stage, iter([later])) == later  # behind: no holding until caught up
+        stage._proc.send_signal(18)  # SIGCONT
+    finally:
+        stage.close()
+
+
+def test_config_is_validated() -> None:
+    for key, value in (("nice", 20), ("max_judge_delay_s", -1), ("max_backlog", 0)):
+        with pytest.raises(ConfigError, match=f"detect.{key}"):
+            parse_config({"detect": {key: value}})
