@@ -536,7 +536,7 @@ def detect(ctx: Ctx) -> Result:
     """The loss steps and the user-space pipeline, detection off against every rule on,
     alternating in the same run (off, on, on, off per rate)."""
     figs: list[Figure] = []
-    records = 20_000 if ctx.quick else 60_000
+    records = 20_000 if ctx.quick else 120_000
     out = ctx.workdir / "detect_cost.json"
     p = subprocess.run([sys.executable, "bench/detect_cost.py", "--records", str(records),
                         "--rounds", "2" if ctx.quick else "4", "--out", str(out)],
@@ -544,15 +544,28 @@ def detect(ctx: Ctx) -> Result:
     if p.returncode != 0:
         raise RuntimeError(f"bench/detect_cost.py failed: {p.stderr.strip()[-600:]}")
     d = json.loads(out.read_text())
-    note = (f"{records:,} synthetic connection records through the whole pipeline (spans to "
-            "files), median of alternating rounds")
+    note = (f"{records:,} synthetic connection records through the whole pipeline as `run` "
+            "builds it (rules in their own process; spans to files), median of alternating "
+            "rounds")
     base = "detection off, same stream"
+    on_rounds = d["rounds"]["on"]
+    off_rounds = d["rounds"]["off"]
+    rules_cpu = (sum(r["children_cpu_s"] for r in on_rounds) / len(on_rounds)
+                 - sum(r["children_cpu_s"] for r in off_rounds) / len(off_rounds))
     figs += [
         Figure("detect", "pipeline records/s, every rule on", d["on_records_per_s"],
-               "records/s", d["off_records_per_s"], base, Target(">=", 0.9), note + ", wall"),
+               "records/s", d["off_records_per_s"], base, Target(">=", 0.9),
+               note + ", flows reaching the sinks per wall second, 10% to 90% of the stream"),
         Figure("detect", "pipeline records per CPU-second, every rule on",
                d["on_records_per_cpu_s"], "records/CPU-s", d["off_records_per_cpu_s"], base,
-               Target(">=", 0.9), note + ", CPU of the pipeline's process"),
+               Target(">=", 0.9), note + ", CPU of the agent's process (every thread) until "
+               "all was exported"),
+        Figure("detect", "CPU of the rules' own process per record", rules_cpu / records * 1e6,
+               "us", None, "children's CPU, on minus off", None,
+               f"detections {[r['detections'] for r in on_rounds]}, inputs not judged "
+               f"{[r['inputs_dropped'] for r in on_rounds]}, exported before their verdict "
+               f"{[r['exported_before_verdict'] for r in on_rounds]} (niced: behind at "
+               "saturation)"),
     ]
     rows: list[dict[str, Any]] = []
     step_s = 2 if ctx.quick else 5
