@@ -55,6 +55,7 @@
 #define OP_TCP_ESTABLISHED 1
 #define OP_TCP_SYN_SENT 2
 #define OP_TCP_CLOSE 7
+#define OP_TCP_CLOSE_WAIT 8
 #define OP_TCP_LISTEN 10
 #define OP_SOCK_RAW 3
 
@@ -62,6 +63,9 @@ BPF_TABLE("lru_hash", __u64, struct op_sock, sockets, OP_MAX_SOCKETS);
 BPF_TABLE("lru_hash", struct op_peer_key, struct op_peer, peers, OP_MAX_PEERS);
 BPF_TABLE("lru_hash", struct op_listener_key, struct op_listener, listeners, OP_MAX_LISTENERS);
 BPF_TABLE("lru_hash", struct op_tuple_key, __u64, tuples, OP_MAX_SOCKETS / 2 + 1024);
+/* Owners user space found (sock_diag + /proc, kernel/owners.py) for connections adopted at
+ * their first packet, where no process context tells: taken when the connection ends. */
+BPF_TABLE("lru_hash", __u64, struct op_owner, owners_found, OP_MAX_LISTENERS);
 /* Aggregates: two tables taking turns behind agg_current (see struct op_agg_key). */
 BPF_TABLE("hash", struct op_agg_key, struct op_agg, agg_a, OP_MAX_PAIRS);
 BPF_TABLE("hash", struct op_agg_key, struct op_agg, agg_b, OP_MAX_PAIRS);
@@ -311,12 +315,26 @@ static __always_inline void end_unsent_connect(__u64 cookie, struct op_sock *s, 
     s->flags &= ~OP_S_CONN;
 }
 
+/* An adopted connection whose owner the kernel could not see: user space may have found it. */
+static __always_inline void take_found_owner(__u64 cookie, struct op_sock *s)
+{
+    if ((s->flags & (OP_F_ADOPTED | OP_F_OWNER)) != OP_F_ADOPTED)
+        return;
+    struct op_owner *o = owners_found.lookup(&cookie);
+    if (!o)
+        return;
+    s->owner = *o;
+    s->flags |= OP_F_OWNER;
+    owners_found.delete(&cookie);
+}
+
 /* An adopted TCP connection (seeded by user space, older than the agent) is released: its one
  * record. It never had sock_ops state callbacks (they can only be asked for at connect or
  * accept), so the release is its end; the TCP state at that moment is not known (old_state
  * 0), and packets after it (the FIN exchange) are not counted. */
 static __always_inline void end_adopted(__u64 cookie, struct op_sock *s)
 {
+    take_found_owner(cookie, s);
     int lost = 1;
     struct op_event *e = reserve(OP_EV_TCP_CLOSE);
     if (e) {
@@ -631,6 +649,8 @@ static __always_inline void on_tcp_close(struct bpf_sock_ops *skops, __u64 cooki
     }
     if (!s)
         count_drop(OP_DROP_SOCK_EVICTED); /* state callbacks are on only for sockets we track */
+    else
+        take_found_owner(cookie, s); /* evicted once, adopted again at its next packet */
     int lost = 1;
     struct op_event *e = reserve(OP_EV_TCP_CLOSE);
     if (e) {
@@ -662,7 +682,10 @@ static __always_inline void on_tcp_close(struct bpf_sock_ops *skops, __u64 cooki
     if (s->flags & OP_F_RELEASED) {
         sockets.delete(&cookie);
     } else {
-        s->flags = (s->flags | OP_S_TCP_CLOSED) & ~(OP_S_CONN | OP_S_ESTABLISHED);
+        /* TCP_TRACKED: an entry adopted at traffic lacked it; its release must not end it
+         * a second time. */
+        s->flags = (s->flags | OP_S_TCP_CLOSED | OP_S_TCP_TRACKED) &
+                   ~(OP_S_CONN | OP_S_ESTABLISHED);
     }
 }
 
@@ -832,6 +855,50 @@ static __always_inline void capture_dns(struct __sk_buff *skb, struct op_l3 *p, 
     submit(e);
 }
 
+#ifndef OP_SKB_NETNS
+#define OP_SKB_NETNS 0 /* cgroup_skb may call bpf_get_netns_cookie (probed by the loader) */
+#endif
+
+/* A TCP connection the tables do not know: older than the agent and missed by the start-up
+ * snapshot (kernel.adopt_existing off, or its walk cut short), or its entry evicted from the
+ * LRU. Adopted at its first packet like the snapshot's adoptions (OP_F_ADOPTED, its release
+ * sends its one record): start = now, bytes from this packet on. Inbound, with the server's
+ * owner, when a listener of its namespace has the local port (where the kernel tells the
+ * namespace here, OP_SKB_NETNS); else the direction is not known and user space looks for
+ * the owner (kernel/owners.py). */
+static __always_inline void adopt_at_traffic(struct __sk_buff *skb, struct op_sock *s,
+                                             struct op_l3 *p, int egress)
+{
+    s->flags |= OP_F_ADOPTED | OP_S_CONN | OP_S_ESTABLISHED;
+    s->start_ns = bpf_ktime_get_ns();
+    s->family = p->family;
+    s->protocol = IPPROTO_TCP;
+    s->sock_type = 1;
+    if (egress) {
+        __builtin_memcpy(s->laddr, p->saddr, OP_ADDR_LEN);
+        __builtin_memcpy(s->raddr, p->daddr, OP_ADDR_LEN);
+        s->lport = p->sport;
+        s->rport = p->dport;
+    } else {
+        __builtin_memcpy(s->laddr, p->daddr, OP_ADDR_LEN);
+        __builtin_memcpy(s->raddr, p->saddr, OP_ADDR_LEN);
+        s->lport = p->dport;
+        s->rport = p->sport;
+    }
+#if OP_SKB_NETNS
+    s->netns_cookie = bpf_get_netns_cookie(skb);
+#endif
+    struct op_listener_key lk = {};
+    lk.netns_cookie = s->netns_cookie;
+    lk.port = s->lport;
+    struct op_listener *l = listeners.lookup(&lk);
+    if (l) {
+        s->owner = l->owner;
+        s->flags |= OP_F_OWNER | OP_F_OWNER_JOINED;
+        s->direction = OP_DIR_INBOUND;
+    }
+}
+
 static __always_inline int count_skb(struct __sk_buff *skb, int egress)
 {
     struct bpf_sock *sk = skb->sk;
@@ -869,6 +936,9 @@ static __always_inline int count_skb(struct __sk_buff *skb, int egress)
         if (sk->type == OP_SOCK_RAW) {
             fill_kernel_owner(&s->owner);
             s->flags |= OP_F_OWNER | OP_F_KERNEL;
+        } else if (proto == IPPROTO_TCP && p.protocol == IPPROTO_TCP &&
+                   (sk->state == OP_TCP_ESTABLISHED || sk->state == OP_TCP_CLOSE_WAIT)) {
+            adopt_at_traffic(skb, s, &p, egress);
         }
     }
     __u64 now = bpf_ktime_get_coarse_ns();

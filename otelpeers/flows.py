@@ -432,6 +432,8 @@ class FlowTable:
         f.counters = f.counters.merged_max(ev.counters)
         if ev.peer_cookie and not f.peer_cookie:
             f.peer_cookie = ev.peer_cookie
+        if f.owner is None and ev.owner is not None:
+            f.owner = ev.owner  # adopted at traffic: user space found its owner meanwhile
         return [self._complete(key, ev.time_ns, reason, tcp=ev.tcp)]
 
     def _whole_connection(self, ev: SocketEvent, reason: CloseReason) -> FlowRecord:

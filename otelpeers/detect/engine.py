@@ -167,8 +167,14 @@ class Actors:
 
     MAX_CACHED = 8192
 
-    def __init__(self, describe: ProcessDescriber | None = None) -> None:
+    def __init__(self, describe: ProcessDescriber | None = None, *,
+                 describe_owner: Callable[[Owner], tuple[str | None, str | None] | None]
+                 | None = None) -> None:
+        """describe: tgid -> (executable, container id) from the process table;
+        describe_owner: the same from the owner (tgid and comm: a process that exec'ed since
+        is another one), where the table is in another process (detect/remote.py)."""
         self._describe = describe
+        self._describe_owner = describe_owner
         # (tgid, comm) or an address -> Actor: every flow of a process reuses one Actor.
         # Only processes the table has described are cached, so one seen before its /proc
         # read is keyed by its executable, not its comm, once known.
@@ -195,15 +201,16 @@ class Actors:
         if actor is not None:
             return actor
         exe = cid = None
-        described = self._describe(owner.tgid) if self._describe is not None else None
+        described = (self._describe_owner(owner) if self._describe_owner is not None
+                     else self._describe(owner.tgid) if self._describe is not None else None)
         if described is not None:
             exe, cid = described
         exe = exe or owner.comm or "unknown"
         key = f"{exe}@{cid[:12]}" if cid else exe
         actor = Actor(ActorKind.PROCESS, key, executable=exe, container_id=cid,
                       pid=owner.tgid, owner=owner)
-        return self._remember(ckey, actor) if described is not None or \
-            self._describe is None else actor
+        knows = self._describe is not None or self._describe_owner is not None
+        return self._remember(ckey, actor) if described is not None or not knows else actor
 
     def of_flow(self, r: FlowRecord) -> Actor | None:
         if r.owner is not None and r.owner.is_kernel:

@@ -261,7 +261,7 @@ class RemoteDetectStage(BaseStage):
         for key in keys:
             d = self._describe(key[0])
             if d is not None:
-                who.append((key[0], d[0], d[1]))
+                who.append((key[0], key[1], d[0], d[1]))
                 self._described.add(key)
         if len(self._described) > MAX_WHO:
             self._described.clear()
@@ -359,8 +359,11 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     config: DetectConfig = init["config"]
     if init["nice"]:
         os.nice(init["nice"])
-    who: dict[int, tuple[str | None, str | None]] = {}
-    engine = Engine(config, all_rules(), actors=Actors(who.get),
+    # (tgid, comm) -> (executable, container id): keyed with the comm, so that a process
+    # described before an exec is not taken for the program it became.
+    who: dict[tuple[int, str], tuple[str | None, str | None]] = {}
+    engine = Engine(config, all_rules(),
+                    actors=Actors(describe_owner=lambda o: who.get((o.tgid, o.comm))),
                     ctx=RuleContext(config, live=init["persist"]))
     store = None
     if init["persist"]:
@@ -397,7 +400,7 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
         elif kind == "who":
             if len(who) > MAX_WHO:
                 who.clear()
-            who.update((tgid, (exe, cid)) for tgid, exe, cid in msg[2])
+            who.update(((tgid, comm), (exe, cid)) for tgid, comm, exe, cid in msg[2])
     if store is not None:  # the agent went away without finishing: keep what was learned
         store.save()
     return 0

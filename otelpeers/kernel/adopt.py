@@ -102,7 +102,8 @@ def raw_addr(family: int, text: str) -> bytes:
     return packed.ljust(abi.ADDR_LEN, b"\0")
 
 
-def _owner(s: ExistingSocket) -> abi.COwner:
+def kernel_owner(s: ExistingSocket) -> abi.COwner:
+    """The owner of a socket sock_diag found, as the kernel tables keep it."""
     o = abi.COwner()
     if s.owner is None:
         return o
@@ -116,7 +117,7 @@ def _owner(s: ExistingSocket) -> abi.COwner:
 
 def _sock(s: ExistingSocket, flags: int) -> abi.CSock:
     v = abi.CSock()
-    v.owner = _owner(s)
+    v.owner = kernel_owner(s)
     v.netns_cookie = s.netns_cookie or 0
     v.flags = flags | (abi.F_OWNER if s.owner is not None else 0)
     if s.owner is not None and s.owner_joined:
@@ -151,7 +152,7 @@ def plan_seed(snap: SnapshotResult, stats: AdoptionStats) -> SeedPlan:
             stats.listeners_without_owner += 1
             continue
         key = abi.LISTENER_KEY.struct.pack(s.netns_cookie, s.local_port)
-        plan.listeners.append((key, bytes(abi.CListener(owner=_owner(s), cookie=s.cookie))))
+        plan.listeners.append((key, bytes(abi.CListener(owner=kernel_owner(s), cookie=s.cookie))))
         v = _sock(s, abi.F_ADOPTED)
         v.bound_port = s.local_port
         plan.listener_socks.append((s.cookie, bytes(v)))

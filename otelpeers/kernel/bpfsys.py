@@ -36,6 +36,9 @@ BPF_PROG_QUERY = 16
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 BPF_LINK_CREATE = 28
+BPF_PROG_LOAD = 5
+PROG_TYPE_CGROUP_SKB = 8
+FUNC_GET_NETNS_COOKIE = 122
 BPF_F_ALLOW_MULTI = 2
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -93,6 +96,24 @@ def _attr(*fields: tuple[int, str, int], size: int = 128) -> ctypes.Array[ctypes
     for offset, fmt, value in fields:
         struct.pack_into(fmt, buf, offset, value)
     return buf
+
+
+def helper_allowed(prog_type: int, helper: int) -> bool:
+    """Whether this kernel lets a program of prog_type call helper: loads `r0 = helper(ctx);
+    r0 = 1; exit` and closes it. False also without the privilege to load programs."""
+    insns = (struct.pack("<BBhi", 0x85, 0, 0, helper)  # call helper (r1 = ctx)
+             + struct.pack("<BBhi", 0xB7, 0, 0, 1)  # r0 = 1
+             + struct.pack("<BBhi", 0x95, 0, 0, 0))  # exit
+    code = ctypes.create_string_buffer(insns, len(insns))
+    license_ = ctypes.create_string_buffer(b"GPL")
+    attr = _attr((0, "I", prog_type), (4, "I", 3),
+                 (8, "Q", ctypes.addressof(code)), (16, "Q", ctypes.addressof(license_)))
+    try:
+        fd = _bpf(BPF_PROG_LOAD, attr)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def link_create(prog_fd: int, cgroup_fd: int, attach_type: int) -> int:

@@ -94,7 +94,15 @@ def cflags_for(config: Config) -> list[str]:
     flags += [f"-DOP_DNS_PORT{i}={p}" for i, p in enumerate(ports)]
     rst, icmp = kernel_reply_tracepoints()
     flags += [f"-DOP_KERNEL_RST={int(rst)}", f"-DOP_KERNEL_ICMP={int(icmp)}"]
+    flags.append(f"-DOP_SKB_NETNS={int(skb_netns_cookie())}")
     return flags
+
+
+@functools.cache
+def skb_netns_cookie() -> bool:
+    """Whether cgroup_skb programs may call bpf_get_netns_cookie (newer kernels): a
+    connection adopted at its first packet then knows its namespace, and so its listener."""
+    return bpfsys.helper_allowed(bpfsys.PROG_TYPE_CGROUP_SKB, bpfsys.FUNC_GET_NETNS_COOKIE)
 
 
 TRACEFS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")

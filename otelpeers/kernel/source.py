@@ -46,6 +46,7 @@ from otelpeers.events import (
 from otelpeers.kernel.adopt import AdoptionStats
 from otelpeers.kernel.bpfsys import sum_percpu
 from otelpeers.kernel.loader import KernelSensors
+from otelpeers.kernel.owners import OwnerResolver
 from otelpeers.kernel.ringbuf import MappedRingBuffer
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,10 @@ class KernelSource:
         self._stopped = False
         self._ring_closed = False
         self._out.extend(self._seeded_listeners())
+        # Owners of connections the kernel adopted at their first packet (kernel/owners.py).
+        self._owners: OwnerResolver | None = None
+        if "owners_found" in self._maps:
+            self._owners = OwnerResolver(self._maps["owners_found"])
 
     def _seeded_listeners(self) -> list[SocketEvent]:
         """The listeners seeded at start (kernel/adopt.py) as LISTEN events at the snapshot's
@@ -191,6 +196,8 @@ class KernelSource:
         out.update({f"kernel_drops.{k}": v for k, v in st.kernel_drops.items()})
         adoption = getattr(self._sensors, "adoption", None) or AdoptionStats()
         out.update({f"adoption.{k}": v for k, v in adoption.counters().items()})
+        if self._owners is not None:
+            out.update({f"adoption.owners.{k}": v for k, v in self._owners.counters().items()})
         return out
 
     def _counters(self, *values: int) -> Counters:
@@ -408,14 +415,25 @@ class KernelSource:
                 if flags & abi.F_OWNER:
                     owner = intern.owner(tgid, pid, uid, gid, cgroup_id, comm,
                                          bool(flags & abi.F_OWNER_JOINED))
+                dir_ = _DIRECTIONS.get(direction, Direction.UNKNOWN)
+                if not flags & abi.F_OWNER and flags & abi.F_ADOPTED and \
+                        self._owners is not None and not final:
+                    # Adopted at its first packet, owner unknown there: announced once the
+                    # resolver has looked (its next round, about 2 s), with what it found.
+                    found = self._owners.answer(cookie)
+                    if found is None and self._owners.want(cookie):
+                        continue
+                    if found is not None:
+                        owner = found.owner
+                        if dir_ == Direction.UNKNOWN:
+                            dir_ = found.direction
                 announced[cookie] = parity
                 st.open_flows_announced += 1
                 num = intern.num  # these stay in the flow table as long as the connection
                 out.append(SocketEvent(
                     kind=Kind.TCP_OPEN, time_ns=now, cookie=cookie, netns_cookie=num(netns),
                     owner=owner, family=family, protocol=proto, sock_type=sock_type or 1,
-                    direction=_DIRECTIONS.get(direction, Direction.UNKNOWN),
-                    new_state=1 if flags & abi.S_ESTABLISHED else 2,
+                    direction=dir_, new_state=1 if flags & abi.S_ESTABLISHED else 2,
                     local_addr=intern.addr(family, laddr), local_port=num(lport),
                     peer_addr=intern.addr(family, raddr), peer_port=num(rport),
                     counters=counters(p_out, b_out, pl_out, p_in, b_in, pl_in),
@@ -481,3 +499,5 @@ class KernelSource:
             yield batch
         self._ring_closed = True
         self._ring.close()
+        if self._owners is not None:
+            self._owners.close()
