@@ -63,7 +63,7 @@ BPF_TABLE("lru_hash", __u64, struct op_sock, sockets, OP_MAX_SOCKETS);
 BPF_TABLE("lru_hash", struct op_peer_key, struct op_peer, peers, OP_MAX_PEERS);
 BPF_TABLE("lru_hash", struct op_listener_key, struct op_listener, listeners, OP_MAX_LISTENERS);
 BPF_TABLE("lru_hash", struct op_tuple_key, __u64, tuples, OP_MAX_SOCKETS / 2 + 1024);
-/* Owners user space found (sock_diag + /proc, kernel/owners.py) for connections adopted at
+/* Owners user space found (sock_diag + /proc, kernel/owner_resolver.py) for connections adopted at
  * their first packet, where no process context tells: taken when the connection ends. */
 BPF_TABLE("lru_hash", __u64, struct op_owner, owners_found, OP_MAX_LISTENERS);
 /* Aggregates: two tables taking turns behind agg_current (see struct op_agg_key). */
@@ -865,7 +865,7 @@ static __always_inline void capture_dns(struct __sk_buff *skb, struct op_l3 *p, 
  * sends its one record): start = now, bytes from this packet on. Inbound, with the server's
  * owner, when a listener of its namespace has the local port (where the kernel tells the
  * namespace here, OP_SKB_NETNS); else the direction is not known and user space looks for
- * the owner (kernel/owners.py). */
+ * the owner (kernel/owner_resolver.py). */
 static __always_inline void adopt_at_traffic(struct __sk_buff *skb, struct op_sock *s,
                                              struct op_l3 *p, int egress)
 {

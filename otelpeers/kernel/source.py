@@ -46,7 +46,7 @@ from otelpeers.events import (
 from otelpeers.kernel.adopt import AdoptionStats
 from otelpeers.kernel.bpfsys import sum_percpu
 from otelpeers.kernel.loader import KernelSensors
-from otelpeers.kernel.owners import OwnerResolver
+from otelpeers.kernel.owner_resolver import OwnerResolver
 from otelpeers.kernel.ringbuf import MappedRingBuffer
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class KernelSource:
         self._stopped = False
         self._ring_closed = False
         self._out.extend(self._seeded_listeners())
-        # Owners of connections the kernel adopted at their first packet (kernel/owners.py).
+        # Owners of connections the kernel adopted at their first packet (kernel/owner_resolver.py).
         self._owners: OwnerResolver | None = None
         if "owners_found" in self._maps:
             self._owners = OwnerResolver(self._maps["owners_found"])

@@ -1,7 +1,7 @@
 """Connections the kernel's tables do not know are adopted at their next packet (issue 11):
 with the start-up snapshot off, a loopback connection opened before the agent, that then
 transfers and closes while it runs, is one flow per end, marked adopted, with its owner
-(found by the resolver, kernel/owners.py), its direction and its bytes since adoption."""
+(found by the resolver, kernel/owner_resolver.py), its direction and its bytes since adoption."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The owners of connections the kernel adopted at their first packet (kernel/owners.py),
+"""The owners of connections the kernel adopted at their first packet (kernel/owner_resolver.py),
 against a fake sock_diag snapshot and an in-memory map. The real thing:
 tests/kernel/test_adopt_at_traffic.py."""
 
@@ -11,7 +11,7 @@ from test_adopt import CLIENT_END, LISTENER, SERVER_END, FakeMap, snapshot
 
 from otelpeers import abi
 from otelpeers.events import Direction
-from otelpeers.kernel.owners import OwnerResolver
+from otelpeers.kernel.owner_resolver import OwnerResolver
 from otelpeers.kernel.sockdiag import SnapshotResult
 
 
