@@ -140,6 +140,12 @@ class SpanMapper:
 
     def to_span(self, record: FlowRecord, resource: Resource) -> ReadableSpan:
         trace_id, span_id = self._ids.flow(record.flow_id)
+        if record.close_reason is CloseReason.SHUTDOWN:
+            # Still open when this agent stopped: the next agent adopts the connection and
+            # reports it under the same flow id. This part gets a span id of its own; the
+            # trace id stays, so both lifetimes are one trace and the connection's usual
+            # span id (named by its peer, DNS links, detections) is the later span's.
+            span_id = self._ids.flow(f"{record.flow_id}@{record.end_ns:x}")[1]
         parent = None
         if record.direction == Direction.INBOUND and record.local_peer_flow_id:
             # Both ends on this host: the server span joins the client's trace as its child.

@@ -237,6 +237,26 @@ def test_shutdown_drained_flows_are_marked_incomplete():
     assert span.end_time == T0 + 50
 
 
+def test_a_connection_across_an_agent_restart_is_one_trace_without_duplicate_span_ids():
+    # Agent 1 stops while the connection is open (shutdown); agent 2 adopts it (same cookie,
+    # same flow id) and reports its end. Two spans, one trace, distinct span ids; the later
+    # one has the connection's usual span id (what peers, DNS links and detections name).
+    first = replace(flow("2a"), complete=False, close_reason=CloseReason.SHUTDOWN,
+                    end_ns=T0 + 10**9)
+    second = replace(flow("2a"), adopted=True, start_ns=T0 + 2 * 10**9,
+                     end_ns=T0 + 3 * 10**9)
+    spans, _ = export([first, second])
+    a, b = sorted(spans, key=lambda s: s.start_time)
+    trace_id, span_id = SpanIds(BOOT).flow("2a")
+    assert a.context.trace_id == b.context.trace_id == trace_id
+    assert b.context.span_id == span_id
+    assert a.context.span_id != span_id
+    # A later stop of the same connection makes another distinct part.
+    third = replace(first, end_ns=T0 + 5 * 10**9)
+    (c,), _ = export([third])
+    assert c.context.span_id not in (a.context.span_id, b.context.span_id)
+
+
 def test_u64_cookies_fit_int64():
     assert as_int64(2**64 - 1) == -1
     assert as_int64(2**63 - 1) == 2**63 - 1
