@@ -539,7 +539,7 @@ def detect(ctx: Ctx) -> Result:
     records = 20_000 if ctx.quick else 120_000
     out = ctx.workdir / "detect_cost.json"
     p = subprocess.run([sys.executable, "bench/detect_cost.py", "--records", str(records),
-                        "--rounds", "2" if ctx.quick else "4", "--out", str(out)],
+                        "--rounds", "2" if ctx.quick else "6", "--out", str(out)],
                        cwd=REPO, capture_output=True, text=True, timeout=900)
     if p.returncode != 0:
         raise RuntimeError(f"bench/detect_cost.py failed: {p.stderr.strip()[-600:]}")

@@ -1,6 +1,6 @@
 """Detection in its own process, so that the rules never slow the data plane.
 
-    pipeline thread (agent)                          detection process (nice 10)
+    pipeline thread (agent)                          detection process (nice 19)
     process(out): pack the round's inputs    ---->   unpack -> Engine.evaluate / tick
                   hold its flows and lookups          (the same engine and rules as
                   release what was judged    <----    in-process; baselines saved here)

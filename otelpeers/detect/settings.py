@@ -455,7 +455,7 @@ class DetectConfig:
     # The live agent runs the rules in their own process (otelpeers.detect.remote), at a
     # lower priority, so that detection never slows the data plane.
     separate_process: bool = True
-    nice: int = 10  # the detection process's niceness (0: same priority as the agent)
+    nice: int = 19  # the detection process's niceness (0: same priority as the agent)
     max_judge_delay_s: float = 1.0  # a round's spans wait this long for its verdict at most
     max_backlog: int = 200_000  # inputs sent and not judged yet; beyond: not judged (counted)
     allow: AllowConfig = field(default_factory=AllowConfig)  # applies to every rule
