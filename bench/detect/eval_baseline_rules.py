@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from bench.detect import generate as gen
 from bench.detect.baseline_scenarios import VARIANTS, build
@@ -38,7 +38,8 @@ from otelpeers.detect.offline import ObservedStage, ZeekSource
 from otelpeers.detect.settings import DetectConfig, RulesConfig
 from otelpeers.detect.zeek import ZeekConn, iter_events_sorted
 from otelpeers.drive import EventClock, drive
-from otelpeers.pipeline import Outputs, Pipeline
+from otelpeers.pipeline import Pipeline
+from otelpeers.testing.sinks import CollectSink
 
 RULES = ("lateral_movement", "novel_peer", "volume_anomaly")
 TUNE_SEEDS = (1, 2)
@@ -48,22 +49,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # first connection can read up to half a microsecond early.
 EARLY_S = 0.001
 DEFAULT_OUT = ROOT / "bench" / "results" / "detect_baseline_rules.json"
-
-
-class _Collect:
-    name: ClassVar[str] = "collect"
-
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-
-    def consume(self, out: Outputs) -> None:
-        self.alerts.extend(out.detections)
-
-    def counters(self) -> Mapping[str, int]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
 
 def detect_config(learning_period_s: float,
@@ -83,7 +68,7 @@ def run_rules(data: Path, learning_period_s: float,
               ) -> tuple[list[Alert], dict[str, int], float]:
     """The rules over DIR/conn.log and DIR/dns.log exactly as `otelpeers detect` runs them."""
     paths = [data / "conn.log", data / "dns.log"]
-    sink = _Collect()
+    sink = CollectSink()
     cfg = detect_config(learning_period_s, overrides)
     cfg.validate()
     pipeline = Pipeline([ObservedStage(), build_detect_stage(cfg)], [sink])
@@ -91,7 +76,7 @@ def run_rules(data: Path, learning_period_s: float,
     drive(ZeekSource(paths), pipeline, EventClock())
     elapsed = time.perf_counter() - t
     pipeline.close()
-    return sink.alerts, pipeline.counters(), elapsed
+    return sink.detections, pipeline.counters(), elapsed
 
 
 def as_truth(alerts: Iterable[Alert]) -> list[Detection]:

@@ -28,9 +28,9 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from bench.detect import beacon_scan_variants as variants
 from bench.detect import generate as gen
@@ -46,7 +46,8 @@ from otelpeers.detect.rules.port_scan import PortScan
 from otelpeers.detect.zeek import ZeekConn, iter_events_sorted
 from otelpeers.drive import EventClock, drive
 from otelpeers.events import Event
-from otelpeers.pipeline import Outputs, Pipeline
+from otelpeers.pipeline import Pipeline
+from otelpeers.testing.sinks import CollectSink
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ("beacon", "port_scan")
@@ -66,34 +67,18 @@ class _Source(ZeekSource):
                    for c in self.conns[i:i + self.batch_size]]
 
 
-class _Keep:
-    name: ClassVar[str] = "keep"
-
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-
-    def consume(self, out: Outputs) -> None:
-        self.alerts.extend(out.detections)
-
-    def counters(self) -> Mapping[str, int]:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
 def run_rules(conns: Sequence[ZeekConn], config: dict[str, Any] | None = None
               ) -> tuple[list[Alert], dict[str, int]]:
     """The two rules over the rows, through the pipeline `otelpeers detect` builds."""
     detect = parse_config(config or {}).detect
-    keep = _Keep()
+    keep = CollectSink()
     stage = DetectStage(Engine(detect, [Beacon, PortScan]))
     pipeline = Pipeline([ObservedStage(), stage], [keep])
     try:
         drive(_Source(conns), pipeline, EventClock())
     finally:
         pipeline.close()
-    return keep.alerts, dict(stage.counters())
+    return keep.detections, dict(stage.counters())
 
 
 def as_truth(a: Alert) -> Detection:

@@ -37,7 +37,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import yaml
 
@@ -51,7 +51,7 @@ from otelpeers.config import Config, parse_config  # noqa: E402
 from otelpeers.detect.model import Detection  # noqa: E402
 from otelpeers.detect.rules.dns_names import NameCache, network_keys  # noqa: E402
 from otelpeers.detect.settings import RulesConfig  # noqa: E402
-from otelpeers.pipeline import Outputs  # noqa: E402
+from otelpeers.testing.sinks import CollectSink  # noqa: E402
 
 RULES = ("dns_tunnel", "fast_flux", "dns_redirection_chain")
 DEFAULT_OUT = ROOT / "bench" / "results" / "detect_dns_rules.json"
@@ -67,27 +67,11 @@ def rules_config(extra: dict[str, Any] | None = None) -> Config:
     return parse_config({"detect": {"rules": rules}})
 
 
-class _Collect:
-    name: ClassVar[str] = "collect"
-
-    def __init__(self) -> None:
-        self.detections: list[Detection] = []
-
-    def consume(self, out: Outputs) -> None:
-        self.detections.extend(out.detections)
-
-    def counters(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
 def detect(paths: Sequence[Path], config: Config) -> list[Detection]:
     """`otelpeers detect PATHS...` (the command's own function), collecting detections."""
     from otelpeers.commands.detect import _detect_zeek
 
-    sink = _Collect()
+    sink = CollectSink()
     with contextlib.redirect_stderr(io.StringIO()):
         _detect_zeek(config, [str(p) for p in paths], [sink])
     return sink.detections

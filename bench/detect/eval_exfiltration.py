@@ -41,10 +41,10 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from bench.detect.truth import Detection, GroundTruth, Incident, score
 from otelpeers.agent import build_agent
@@ -62,9 +62,9 @@ from otelpeers.events import (
     SocketEvent,
     TcpInfo,
 )
-from otelpeers.pipeline import Outputs
 from otelpeers.recording import RecordingWriter
 from otelpeers.sources import RecordingSource
+from otelpeers.testing.sinks import CollectSink
 
 NS = 1_000_000_000
 DAY = 86_400 * NS
@@ -353,20 +353,6 @@ def host_day(index: int, seed: int, split: str, p_incident: float) -> HostDay:
 
 
 # ---- running the rule through `otelpeers detect`'s path for recordings -------------------------
-class _Collect:
-    name: ClassVar[str] = "collect"
-
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-
-    def consume(self, out: Outputs) -> None:
-        self.alerts.extend(out.detections)
-
-    def counters(self) -> Mapping[str, int]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
 
 def config(allow_executables: tuple[str, ...] = ()) -> Config:
@@ -385,14 +371,14 @@ def run_rule(h: HostDay, cfg: Config, workdir: Path) -> list[Alert]:
     for ev in h.events:
         w.write(ev)
     w.close()
-    sink = _Collect()
+    sink = CollectSink()
     agent = build_agent(cfg, live_host=False, export=False, extra_sinks=[sink])
     try:
         drive(RecordingSource(path), agent.pipeline, EventClock())
     finally:
         agent.close()
     path.unlink()
-    return [a for a in sink.alerts if a.rule.name == RULE]
+    return [a for a in sink.detections if a.rule.name == RULE]
 
 
 def as_truth(h: HostDay, alerts: Iterable[Alert]) -> list[Detection]:

@@ -16,7 +16,6 @@ from bench.detect import generate as gen
 from bench.detect.truth import GroundTruth
 from otelpeers.config import ConfigError, parse_config
 from otelpeers.detect.build import build_detect_stage
-from otelpeers.detect.model import Detection
 from otelpeers.detect.offline import ObservedStage, ZeekSource
 from otelpeers.detect.remote import MARSHAL_VERSION, RESTART_INTERVAL_S, RemoteDetectStage
 from otelpeers.detect.settings import DetectConfig
@@ -25,24 +24,7 @@ from otelpeers.flows import DnsAnnotation, FileAccess, FlowRecord
 from otelpeers.flowwire import pack_flows, unpack_flows
 from otelpeers.pipeline import Outputs, Pipeline
 from otelpeers.testing.flows import flow, local_pair, many
-
-
-class Collect:
-    name = "collect"
-
-    def __init__(self) -> None:
-        self.flows: list[FlowRecord] = []
-        self.detections: list[Detection] = []
-
-    def consume(self, out: Outputs) -> None:
-        self.flows.extend(out.flows)
-        self.detections.extend(out.detections)
-
-    def counters(self) -> dict[str, int]:
-        return {}
-
-    def close(self) -> None:
-        pass
+from otelpeers.testing.sinks import CollectSink
 
 
 def test_flows_survive_the_trip() -> None:
@@ -67,8 +49,8 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DetectConfi
     return data, cfg
 
 
-def judge(data: Path, cfg: DetectConfig, remote: bool) -> tuple[Collect, dict[str, int]]:
-    sink = Collect()
+def judge(data: Path, cfg: DetectConfig, remote: bool) -> tuple[CollectSink, dict[str, int]]:
+    sink = CollectSink()
     stage = build_detect_stage(cfg, separate_process=remote)
     pipeline = Pipeline([ObservedStage(), stage], [sink])
     try:
@@ -79,7 +61,7 @@ def judge(data: Path, cfg: DetectConfig, remote: bool) -> tuple[Collect, dict[st
     return sink, counters
 
 
-def on_spans(sink: Collect) -> set[tuple[str, str]]:
+def on_spans(sink: CollectSink) -> set[tuple[str, str]]:
     return {(r.flow_id, d.detection_id) for r in sink.flows for d in r.detections}
 
 
