@@ -140,15 +140,21 @@ def connect_closed(transport: str, addr: str, port: int, count: int) -> None:
             s.close()
 
 
-def tcp_server_accepted(addr: str, expect: int, reply: int) -> None:
-    """tcp_server that also says when it has accepted (the connection is then held by this
-    process): "READY <port>", then "ACCEPTED"."""
+def _accept_one(addr: str) -> tuple[socket.socket, socket.socket]:
+    """Listen ("READY <port>"), accept one connection ("ACCEPTED": this process holds it)."""
     srv = socket.socket(_family(addr), socket.SOCK_STREAM)
     srv.bind((addr, 0))
     srv.listen(8)
     print(f"READY {srv.getsockname()[1]}", flush=True)
     conn, _ = srv.accept()
     print("ACCEPTED", flush=True)
+    return srv, conn
+
+
+def tcp_server_accepted(addr: str, expect: int, reply: int) -> None:
+    """tcp_server that also says when it has accepted (the connection is then held by this
+    process): "READY <port>", then "ACCEPTED"."""
+    srv, conn = _accept_one(addr)
     _recv_exact(conn, expect)
     conn.sendall(b"s" * reply)
     conn.shutdown(socket.SHUT_WR)
@@ -173,12 +179,7 @@ def tcp_client_on_signal(addr: str, port: int, send: int, expect: int) -> None:
 
 def tcp_echo_accepted(addr: str) -> None:
     """Accept one connection ("READY <port>", then "ACCEPTED"), echo it until EOF, close."""
-    srv = socket.socket(_family(addr), socket.SOCK_STREAM)
-    srv.bind((addr, 0))
-    srv.listen(8)
-    print(f"READY {srv.getsockname()[1]}", flush=True)
-    conn, _ = srv.accept()
-    print("ACCEPTED", flush=True)
+    srv, conn = _accept_one(addr)
     while data := conn.recv(65536):
         conn.sendall(data)
     conn.close()
