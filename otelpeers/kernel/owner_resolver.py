@@ -86,6 +86,17 @@ class OwnerResolver:
         with self._lock:
             return self._answers.get(cookie)
 
+    def wait(self, cookie: int, timeout_s: float) -> Found | None:
+        """answer(cookie), waiting up to timeout_s for the lookup that answers it."""
+        with self._lock:
+            self._lock.wait_for(lambda: cookie in self._answers, timeout_s)
+            return self._answers.get(cookie)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Until no connection waits for the worker to take it (a lookup may be running)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._pending, timeout_s)
+
     def counters(self) -> dict[str, int]:
         with self._lock:
             return {**self.stats, "pending": len(self._pending)}
@@ -105,12 +116,14 @@ class OwnerResolver:
                     self._lock.wait()
                 if self._closed:
                     return
-                wait = last + self._interval_s - self._clock()
-                if wait > 0:
-                    self._lock.wait(wait)  # rate limit; more cookies may arrive meanwhile
-                    if self._closed:
-                        return
+                # Rate limit; more cookies may arrive meanwhile (and wake this wait).
+                while (left := last + self._interval_s - self._clock()) > 0 \
+                        and not self._closed:
+                    self._lock.wait(left)
+                if self._closed:
+                    return
                 batch, self._pending = self._pending, set()
+                self._lock.notify_all()
             last = self._clock()
             found = self._lookup(batch)
             with self._lock:
@@ -119,6 +132,7 @@ class OwnerResolver:
                     self._answers.move_to_end(cookie)
                 while len(self._answers) > self._max:
                     self._answers.popitem(last=False)
+                self._lock.notify_all()
 
     def _lookup(self, cookies: set[int]) -> dict[int, Found]:
         self.stats["lookups"] += 1

@@ -28,12 +28,9 @@ class Enumerate:
 
 
 def wait_answer(r: OwnerResolver, cookie: int) -> Any:
-    for _ in range(200):
-        found = r.answer(cookie)
-        if found is not None:
-            return found
-        threading.Event().wait(0.01)
-    raise AssertionError("no answer")
+    found = r.wait(cookie, 10)
+    assert found is not None, "no answer"
+    return found
 
 
 def test_owner_and_direction_are_found_and_written_for_the_kernel() -> None:
@@ -86,10 +83,7 @@ def test_waiting_connections_are_bounded() -> None:
     r = OwnerResolver(FakeMap(), enumerate_fn=blocked, interval_s=0.0, max_pending=2)
     try:
         assert r.want(1)
-        for _ in range(200):  # the worker took cookie 1 and is blocked in its lookup
-            if r.counters()["pending"] == 0:
-                break
-            threading.Event().wait(0.01)
+        assert r.wait_idle(10)  # the worker took cookie 1 and is blocked in its lookup
         assert r.want(2) and r.want(3)
         assert not r.want(4)  # beyond max_pending: the source announces it unowned now
         assert r.counters()["pending_dropped"] == 1
