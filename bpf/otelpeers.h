@@ -50,6 +50,9 @@ enum op_direction {
 #define OP_F_ADOPTED 0x8      /* the socket existed before the agent: its entry was seeded by
                                * user space from sock_diag (otelpeers/kernel/adopt.py) */
 #define OP_F_KERNEL 0x10      /* the kernel itself sent it (owner tgid 0, comm "kernel") */
+#define OP_F_TCP_INFO 0x20    /* tcp_* and srtt_us are valid: sock_ops CLOSE, or an adopted
+                               * connection's totals as the kernel had them at the last packet
+                               * seen (bpf_tcp_sock in cgroup_skb), counted since its start */
 
 /* Who owns a socket, captured where the hook runs in process context. 40 bytes. */
 struct op_owner {
@@ -177,7 +180,7 @@ struct op_basename {
                                 * agent) only removes the entry */
 
 /* What the kernel keeps per socket (sockets map, keyed by socket cookie). User space scans it
- * in batches for connections that live long enough to be reported while open. 168 bytes. */
+ * in batches for connections that live long enough to be reported while open. 192 bytes. */
 struct op_sock {
     struct op_owner owner;
     struct op_counters c;
@@ -196,6 +199,12 @@ struct op_sock {
     __u8 _pad0[2];
     __u8 laddr[OP_ADDR_LEN];
     __u8 raddr[OP_ADDR_LEN]; /* connect(): the address asked for; accepted: the client */
+    /* Adopted connections only (OP_F_TCP_INFO): the kernel's own totals since the connection
+     * began, before the agent too, refreshed at every packet the agent sees. */
+    __u64 tcp_bytes_acked;
+    __u64 tcp_bytes_received;
+    __u32 tcp_total_retrans;
+    __u32 srtt_us;
 };
 
 /* Non-TCP sockets can talk to many peers; volume is also kept per (socket, peer). */

@@ -278,7 +278,7 @@ static __always_inline void fill_from_sock(struct op_event *e, __u64 cookie, str
     e->counters = s->c;
     e->netns_cookie = s->netns_cookie;
     e->flags |= s->flags & (OP_F_OWNER | OP_F_OWNER_JOINED | OP_F_RELEASED | OP_F_ADOPTED |
-                            OP_F_KERNEL);
+                            OP_F_KERNEL | OP_F_TCP_INFO);
 }
 
 /* A connection's own fields (start, direction, the address asked for) into its record. */
@@ -331,7 +331,9 @@ static __always_inline void take_found_owner(__u64 cookie, struct op_sock *s)
 /* An adopted TCP connection (seeded by user space, older than the agent) is released: its one
  * record. It never had sock_ops state callbacks (they can only be asked for at connect or
  * accept), so the release is its end; the TCP state at that moment is not known (old_state
- * 0), and packets after it (the FIN exchange) are not counted. */
+ * 0), and packets after it (the FIN exchange) are not counted. Its TCP totals are those of
+ * the last packet seen (count_skb): an ingress segment is counted there before TCP has
+ * processed it, so the last one received may be missing from them. */
 static __always_inline void end_adopted(__u64 cookie, struct op_sock *s)
 {
     take_found_owner(cookie, s);
@@ -343,6 +345,10 @@ static __always_inline void end_adopted(__u64 cookie, struct op_sock *s)
         fill_conn(e, s);
         e->new_state = OP_TCP_CLOSE;
         e->flags |= OP_F_RELEASED;
+        e->srtt_us = s->srtt_us;
+        e->tcp_bytes_acked = s->tcp_bytes_acked;
+        e->tcp_bytes_received = s->tcp_bytes_received;
+        e->tcp_total_retrans = s->tcp_total_retrans;
         submit(e);
     }
     agg_end(s, 0, lost);
@@ -668,6 +674,7 @@ static __always_inline void on_tcp_close(struct bpf_sock_ops *skops, __u64 cooki
         e->tcp_bytes_acked = skops->bytes_acked;
         e->tcp_bytes_received = skops->bytes_received;
         e->tcp_total_retrans = skops->total_retrans;
+        e->flags |= OP_F_TCP_INFO;
         submit(e);
     }
     if (!s)
@@ -740,6 +747,9 @@ int otelp_sockops(struct bpf_sock_ops *skops)
 }
 
 /* ---- cgroup_skb: volume per socket, and first packet to/from a new non-TCP peer ---- */
+#define OP_TH_FIN 0x1
+#define OP_TH_ACK 0x2
+
 struct op_l3 {
     __u8 family;
     __u8 protocol;
@@ -747,6 +757,8 @@ struct op_l3 {
     __u16 dport;
     __u16 hdr_len; /* IP + transport header bytes */
     __u32 tcp_seq; /* host order */
+    __u32 tcp_ack; /* host order, valid when tcp_fin_ack has OP_TH_ACK */
+    __u8 tcp_fin_ack; /* OP_TH_FIN | OP_TH_ACK of the segment */
     __u8 saddr[OP_ADDR_LEN];
     __u8 daddr[OP_ADDR_LEN];
 };
@@ -784,6 +796,8 @@ static __always_inline int parse_l3(struct __sk_buff *skb, struct op_l3 *p)
         p->dport = bpf_ntohs(th.dest);
         p->hdr_len = l4off + th.doff * 4;
         p->tcp_seq = bpf_ntohl(th.seq);
+        p->tcp_ack = bpf_ntohl(th.ack_seq);
+        p->tcp_fin_ack = (th.fin ? OP_TH_FIN : 0) | (th.ack ? OP_TH_ACK : 0);
     } else if (p->protocol == IPPROTO_UDP) {
         struct udphdr uh;
         if (bpf_skb_load_bytes(skb, l4off, &uh, sizeof(uh)) < 0)
@@ -899,6 +913,35 @@ static __always_inline void adopt_at_traffic(struct __sk_buff *skb, struct op_so
     }
 }
 
+/* An adopted connection has no sock_ops CLOSE to report the kernel's TCP totals (they include
+ * what passed before the agent): keep them as they are after this packet. Only adopted sockets
+ * pay this. Ingress runs before TCP has processed the segment, so what it will add is added
+ * here the way TCP adds it (tcp_rcv_nxt_update, tcp_snd_una_update: sequence space moved,
+ * FIN included); a segment TCP then drops or queues out of order is put right by the next. */
+static __always_inline void copy_tcp_totals(struct op_sock *s, struct bpf_sock *sk,
+                                            struct op_l3 *p, __u64 payload, int egress)
+{
+    struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+    if (!tp)
+        return;
+    __u64 acked = tp->bytes_acked;
+    __u64 received = tp->bytes_received;
+    if (!egress) {
+        __u32 end = p->tcp_seq + (__u32)payload + ((p->tcp_fin_ack & OP_TH_FIN) ? 1 : 0);
+        __s32 moved = (__s32)(end - tp->rcv_nxt);
+        if ((__s32)(p->tcp_seq - tp->rcv_nxt) <= 0 && moved > 0)
+            received += moved;
+        __s32 newly = (__s32)(p->tcp_ack - tp->snd_una);
+        if ((p->tcp_fin_ack & OP_TH_ACK) && newly > 0 && (__s32)(p->tcp_ack - tp->snd_nxt) <= 0)
+            acked += newly;
+    }
+    s->tcp_bytes_acked = acked;
+    s->tcp_bytes_received = received;
+    s->tcp_total_retrans = tp->total_retrans;
+    s->srtt_us = tp->srtt_us >> 3;
+    s->flags |= OP_F_TCP_INFO;
+}
+
 static __always_inline int count_skb(struct __sk_buff *skb, int egress)
 {
     struct bpf_sock *sk = skb->sk;
@@ -954,8 +997,11 @@ static __always_inline int count_skb(struct __sk_buff *skb, int egress)
     }
     if (p.protocol == IPPROTO_UDP || p.protocol == IPPROTO_TCP)
         capture_dns(skb, &p, cookie, s, egress);
-    if (proto == IPPROTO_TCP)
+    if (proto == IPPROTO_TCP) {
+        if (s->flags & OP_F_ADOPTED)
+            copy_tcp_totals(s, sk, &p, payload, egress);
         return 1;
+    }
 
     /* Non-TCP: per-peer volume, and an event the first time a peer is seen. */
     struct op_peer_key k = {};

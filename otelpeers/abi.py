@@ -61,6 +61,7 @@ F_OWNER_JOINED = 0x2
 F_RELEASED = 0x4
 F_ADOPTED = 0x8  # seeded from sock_diag: the socket existed before the agent
 F_KERNEL = 0x10  # sent by the kernel itself (owner tgid 0, comm "kernel")
+F_TCP_INFO = 0x20  # tcp_* and srtt_us are valid (sock_ops CLOSE; adopted: at its last packet)
 S_TCP_TRACKED = 0x100
 S_TCP_CLOSED = 0x200
 S_CONN = 0x400
@@ -126,6 +127,8 @@ SOCK = Layout("op_sock", (
     ("last_ns", "Q"), ("flags", "I"), ("bound_port", "H"), ("lport", "H"), ("rport", "H"),
     ("family", "B"), ("protocol", "B"), ("sock_type", "B"), ("direction", "B"),
     ("_pad0", "2x"), ("laddr", "16s"), ("raddr", "16s"),
+    ("tcp_bytes_acked", "Q"), ("tcp_bytes_received", "Q"), ("tcp_total_retrans", "I"),
+    ("srtt_us", "I"),
 ))
 PEER_KEY = Layout("op_peer_key", (
     ("cookie", "Q"), ("raddr", "16s"), ("rport", "H"), ("protocol", "B"), ("family", "B"),
@@ -292,6 +295,10 @@ class CSock(ctypes.Structure):
         ("_pad0", ctypes.c_uint8 * 2),
         ("laddr", ctypes.c_uint8 * ADDR_LEN),
         ("raddr", ctypes.c_uint8 * ADDR_LEN),
+        ("tcp_bytes_acked", ctypes.c_uint64),
+        ("tcp_bytes_received", ctypes.c_uint64),
+        ("tcp_total_retrans", ctypes.c_uint32),
+        ("srtt_us", ctypes.c_uint32),
     ]
 
 

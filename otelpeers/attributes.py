@@ -153,5 +153,8 @@ FLOW_STATE = "otelpeers.flow.state"  # opened | failed | closed
 
 # ---- existing sockets (issue 11, docs/existing-sockets.md) ---------------------------------
 FLOW_ADOPTED = "otelpeers.flow.adopted"  # true: the connection existed before the agent
+# On the link from a part of a connection that ended at an agent's stop (close_reason shutdown)
+# to the connection's usual span, which the part that sees it end (a later agent's) has.
+FLOW_LINK_KIND = "otelpeers.flow.link"  # "continued_by"
 OWNER_KERNEL = "otelpeers.owner.kernel"  # true: the kernel itself sent it (RST, ICMP error)
 KERNEL_SERVICE = "kernel"  # service.name and process.executable.name of the kernel owner

@@ -239,8 +239,7 @@ _DEFAULT_INTERNER = Interner()
 _SOCKET_KIND_BY_TYPE = {int(k): k for k in _SOCKET_KINDS}
 _TCP_CLOSE = int(Kind.TCP_CLOSE)
 _F_OWNER, _F_JOINED, _F_RELEASED = abi.F_OWNER, abi.F_OWNER_JOINED, abi.F_RELEASED
-_F_ADOPTED = abi.F_ADOPTED
-_ADOPTED_RELEASED = abi.F_ADOPTED | abi.F_RELEASED
+_F_ADOPTED, _F_TCP_INFO = abi.F_ADOPTED, abi.F_TCP_INFO
 _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
 _UNPACK_EVENT = abi.EVENT_STRUCT.unpack_from
 
@@ -269,10 +268,10 @@ def decode_event(data: bytes | memoryview, clock_offset_ns: int, offset: int = 0
         _DIRECTIONS.get(direction, Direction.UNKNOWN), bool(flags & _F_RELEASED),
         old_state, new_state, addr(family, laddr), lport, addr(family, raddr), rport,
         Counters(p_out, b_out, pl_out, p_in, b_in, pl_in),
-        # An adopted connection's record sent at its release has no TCP info (sock_ops has;
-        # it reaches an adopted socket only if an earlier agent asked for state callbacks).
+        # sock_ops CLOSE always has TCP info; an adopted connection's record sent at its
+        # release has it when the agent saw a packet of it (the kernel's totals then).
         TcpInfo(acked, received, retrans, srtt)
-        if typ == _TCP_CLOSE and flags & _ADOPTED_RELEASED != _ADOPTED_RELEASED else None,
+        if typ == _TCP_CLOSE and flags & _F_TCP_INFO else None,
         start + clock_offset_ns if start else 0, peer_cookie, bool(flags & _F_ADOPTED))
 
 

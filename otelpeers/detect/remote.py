@@ -67,9 +67,12 @@ class RemoteDetectStage(BaseStage):
     name: ClassVar[str] = "detect"
 
     def __init__(self, config: DetectConfig, *, describe: ProcessDescriber | None = None,
-                 persist: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 persist: bool = False, clock: Callable[[], float] = time.monotonic,
+                 finish_timeout_s: float = FINISH_TIMEOUT_S) -> None:
+        """finish_timeout_s: at the end of input, how long to wait for the last verdicts (a
+        live agent stopping must not hang on a slow detector; a comparison must get all)."""
         self.config = config
+        self._finish_timeout_s = finish_timeout_s
         self._describe = describe
         self._persist = persist
         self._clock = clock
@@ -191,7 +194,7 @@ class RemoteDetectStage(BaseStage):
         if self._finishing is not None:
             if self._alive:
                 self._send(("finish", self._next_seq(), self._finishing), 0)
-            found += self._wait_for_all(FINISH_TIMEOUT_S)
+            found += self._wait_for_all(self._finish_timeout_s)
         self._release(out, everything=self._finishing is not None or not self._alive)
         if found:
             out.detections.extend(found)

@@ -395,7 +395,7 @@ class KernelSource:
             for i in range(n):
                 (tgid, pid, uid, gid, cgroup_id, comm, p_out, b_out, pl_out, p_in, b_in, pl_in,
                  netns, start, peer_cookie, last, flags, _bound, lport, rport, family, proto,
-                 sock_type, direction, laddr, raddr) = unpack(values, i * size)
+                 sock_type, direction, laddr, raddr, *_tcp) = unpack(values, i * size)
                 if not flags & _CONN_OPEN or proto != tcp:
                     continue
                 cookie = _U64.unpack_from(keys, i * 8)[0]

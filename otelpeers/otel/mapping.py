@@ -140,12 +140,6 @@ class SpanMapper:
 
     def to_span(self, record: FlowRecord, resource: Resource) -> ReadableSpan:
         trace_id, span_id = self._ids.flow(record.flow_id)
-        if record.close_reason is CloseReason.SHUTDOWN:
-            # Still open when this agent stopped: the next agent adopts the connection and
-            # reports it under the same flow id. This part gets a span id of its own; the
-            # trace id stays, so both lifetimes are one trace and the connection's usual
-            # span id (named by its peer, DNS links, detections) is the later span's.
-            span_id = self._ids.flow(f"{record.flow_id}@{record.end_ns:x}")[1]
         parent = None
         if record.direction == Direction.INBOUND and record.local_peer_flow_id:
             # Both ends on this host: the server span joins the client's trace as its child.
@@ -155,11 +149,20 @@ class SpanMapper:
         error = _ERRORS.get(record.close_reason)
         status = Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET)
         links: tuple[Link, ...] = ()
+        if record.close_reason is CloseReason.SHUTDOWN:
+            # Still open when this agent stopped: the next agent adopts the connection and
+            # reports it under the same flow id. This part gets a span id of its own and
+            # links to the connection's usual span id (named by its peer, DNS links,
+            # detections), which the part that sees the end has; same trace, so all
+            # lifetimes of the connection are one trace.
+            links = (Link(SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
+                          {A.FLOW_LINK_KIND: "continued_by"}),)
+            span_id = self._ids.flow(f"{record.flow_id}@{record.end_ns:x}")[1]
         dns = record.dns
         if dns is not None and dns.resolved and dns.txn_id:
             ctx = SpanContext(*self._ids.dns(dns.txn_id), is_remote=False, trace_flags=_SAMPLED)
-            links = (Link(ctx, {A.DNS_LINK_KIND: "resolution", A.DNS_MATCH: dns.how,
-                                A.DNS_QUESTION_NAME: dns.question_name}),)
+            links += (Link(ctx, {A.DNS_LINK_KIND: "resolution", A.DNS_MATCH: dns.how,
+                                 A.DNS_QUESTION_NAME: dns.question_name}),)
         events = tuple(
             SpanEvent(A.EVENT_SENSITIVE_FILE, {A.FILE_PATH: f.path, A.FILE_OPEN_FLAGS: f.flags},
                       timestamp=f.time_ns)

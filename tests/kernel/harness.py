@@ -17,7 +17,7 @@ from otelpeers.config import Config
 from otelpeers.detect.model import Detection
 from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.drive import WallClock, drive
-from otelpeers.events import Event
+from otelpeers.events import Event, TcpInfo
 from otelpeers.flows import FlowRecord
 from otelpeers.kernel.loader import KernelSensors
 from otelpeers.kernel.source import KernelSource
@@ -122,6 +122,14 @@ class Agent:
         self._thread.join(timeout=10)
         self.built.close()
         self.sensors.close()
+
+
+def assert_tcp_lifetime(tcp: TcpInfo | None, sent: int, received: int) -> None:
+    """The kernel's own totals of a whole connection (before the agent too): the payload each
+    way, plus the SYN and FIN that TCP counts in sequence space."""
+    assert tcp is not None, "no TCP totals"
+    assert 0 <= tcp.bytes_acked - sent <= 2, (tcp, sent)
+    assert 0 <= tcp.bytes_received - received <= 2, (tcp, received)
 
 
 class _Collector:

@@ -10,7 +10,7 @@ import signal
 from dataclasses import replace
 
 import pytest
-from harness import Agent, peer
+from harness import Agent, assert_tcp_lifetime, peer
 
 from otelpeers.config import Config
 from otelpeers.events import Direction, Kind, SocketEvent
@@ -64,6 +64,7 @@ def test_connection_unknown_to_the_tables_is_adopted_at_its_next_packet() -> Non
             assert c.payload_out == SIZE and c.payload_in == SIZE, c
             assert SIZE <= c.bytes_out <= SIZE + c.packets_out * HEADERS_PER_PACKET, c
             assert r.start_ns <= r.end_ns
+            assert_tcp_lifetime(r.tcp, SIZE, SIZE)
     finally:
         server.kill()
         if client is not None:

@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from harness import Agent, NetNs, peer
+from harness import Agent, NetNs, assert_tcp_lifetime, peer
 
 from otelpeers.config import Config
 from otelpeers.events import Direction, Kind
@@ -147,7 +147,9 @@ def test_connection_open_before_the_agent_is_adopted_until_it_closes() -> None:
             assert r.adopted
             assert r.owner is not None and r.owner.tgid == owner_pid
             assert r.close_reason == CloseReason.CLOSED
-            assert r.tcp is None  # no sock_ops state callbacks on an adopted socket
+            # No sock_ops CLOSE for an adopted socket: the kernel's totals come from its last
+            # packet (count_skb), here the whole connection's.
+            assert_tcp_lifetime(r.tcp, SIZE, SIZE)
             c = r.counters
             # Everything was transferred after adoption: payload exact, wire within headers.
             assert c.payload_out == SIZE and c.payload_in == SIZE, c
@@ -229,6 +231,8 @@ def test_connection_across_an_agent_restart_is_counted_once_per_lifetime() -> No
             second.stop()
         for r in ends:
             assert r.adopted and r.counters.payload_out == PHASE, r
+            # Both lifetimes in the kernel's totals: the first agent's phase too.
+            assert_tcp_lifetime(r.tcp, 2 * PHASE, 2 * PHASE)
             assert len([x for x in second.records if x.cookie == r.cookie]) == 1
             closes = [e for e in second.events if getattr(e, "kind", None) == Kind.TCP_CLOSE
                       and e.cookie == r.cookie]

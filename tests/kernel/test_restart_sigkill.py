@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import peer
+from harness import assert_tcp_lifetime, peer
+
+from otelpeers.events import TcpInfo
 
 pytestmark = pytest.mark.kernel
 
@@ -150,6 +152,10 @@ def test_sigkill_mid_transfer_then_restart_adopts_the_connection(tmp_path: Path)
             assert f["bytes_sent"] == PHASE and f["bytes_received"] == PHASE, f
             assert PHASE <= f["wire_bytes_sent"] <= (
                 PHASE + f["packets_sent"] * HEADERS_PER_PACKET), f
+            # The kernel's totals hold both lifetimes (the first agent's part died with it).
+            t = f["tcp"] and TcpInfo(*(f["tcp"][k] for k in (
+                "bytes_acked", "bytes_received", "retransmits", "srtt_us")))
+            assert_tcp_lifetime(t, 2 * PHASE, 2 * PHASE)
             ends[lp] = f
         assert ends[cport]["direction"] == "outbound" and ends[port]["direction"] == "inbound"
         err = second.stop()

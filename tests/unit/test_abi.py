@@ -42,7 +42,7 @@ def _c_layout(tmp_path: Path) -> dict[str, int]:
     for const in ("OP_EV_MAX", "OP_ABI_VERSION", "OP_DNS_PAYLOAD_CAP", "OP_DROP_SLOTS",
                   "OP_DROP_PEER_TABLE_FULL", "OP_DROP_SOCK_EVICTED", "OP_F_OWNER",
                   "OP_F_OWNER_JOINED", "OP_F_RELEASED", "OP_F_ADOPTED", "OP_F_KERNEL",
-                  "OP_S_TCP_TRACKED",
+                  "OP_F_TCP_INFO", "OP_S_TCP_TRACKED",
                   "OP_S_TCP_CLOSED", "OP_S_CONN", "OP_S_ESTABLISHED", "OP_S_ENDED",
                   "OP_AGG_OVERFLOW_BYTE", "OP_DIR_OUTBOUND", "OP_DIR_INBOUND"):
         lines.append(f'printf("{const} %d\\n", (int)({const}));')
@@ -91,7 +91,7 @@ def test_constants_agree_with_the_header(c_layout: dict[str, int]) -> None:
     assert c_layout["OP_DROP_PEER_TABLE_FULL"] == abi.DROP_PEER_TABLE_FULL
     assert c_layout["OP_DROP_SOCK_EVICTED"] == abi.DROP_SOCK_EVICTED
     for name in ("F_OWNER", "F_OWNER_JOINED", "F_RELEASED", "F_ADOPTED", "F_KERNEL",
-                 "S_TCP_TRACKED",
+                 "F_TCP_INFO", "S_TCP_TRACKED",
                  "S_TCP_CLOSED", "S_CONN", "S_ESTABLISHED", "S_ENDED", "AGG_OVERFLOW_BYTE"):
         assert c_layout[f"OP_{name}"] == getattr(abi, name), name
     assert c_layout["OP_DIR_OUTBOUND"] == abi.Direction.OUTBOUND

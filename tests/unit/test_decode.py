@@ -55,10 +55,13 @@ def test_decode_established() -> None:
     assert ev.tcp is None  # only TCP_CLOSE carries TCP info
 
 
-def test_tcp_close_carries_tcp_info() -> None:
-    ev = decode_event(raw_event(type=abi.EventType.TCP_CLOSE), 0)
+def test_tcp_close_carries_tcp_info_when_flagged() -> None:
+    ev = decode_event(raw_event(type=abi.EventType.TCP_CLOSE,
+                                flags=abi.F_OWNER | abi.F_TCP_INFO), 0)
     assert ev.tcp is not None and ev.tcp.bytes_acked == 701 and ev.tcp.srtt_us == 55
     assert ev.start_ns == 0 and ev.peer_cookie == 0  # 0: not a connection's record
+    # A connect() that never sent a SYN ends without TCP info: its fields are not valid.
+    assert decode_event(raw_event(type=abi.EventType.TCP_CLOSE), 0).tcp is None
 
 
 def test_complete_close_record_has_its_start_and_the_other_end() -> None:
@@ -67,15 +70,19 @@ def test_complete_close_record_has_its_start_and_the_other_end() -> None:
     assert ev.start_ns == 5_400 and ev.time_ns == 6_000 and ev.peer_cookie == 43
 
 
-def test_adopted_release_record_is_flagged_and_has_no_tcp_info() -> None:
-    """An adopted connection's record comes from sock_release: no sock_ops TCP info."""
-    ev = decode_event(raw_event(type=abi.EventType.TCP_CLOSE, start_ns=400,
-                                flags=abi.F_OWNER | abi.F_ADOPTED | abi.F_RELEASED), 0)
+def test_adopted_release_record_is_flagged_with_tcp_info_where_the_kernel_had_it() -> None:
+    """An adopted connection's record comes from sock_release, with the kernel's TCP totals
+    of its last packet when the agent saw one (OP_F_TCP_INFO)."""
+    released = abi.F_OWNER | abi.F_ADOPTED | abi.F_RELEASED
+    ev = decode_event(raw_event(type=abi.EventType.TCP_CLOSE, start_ns=400, flags=released), 0)
     assert ev.adopted and ev.released and ev.tcp is None and ev.owner is not None
+    seen = decode_event(raw_event(type=abi.EventType.TCP_CLOSE, start_ns=400,
+                                  flags=released | abi.F_TCP_INFO), 0)
+    assert seen.adopted and seen.tcp is not None and seen.tcp.bytes_acked == 701
     assert not decode_event(raw_event(type=abi.EventType.TCP_CLOSE), 0).adopted
     # sock_ops CLOSE of an adopted socket still open (state callbacks from an earlier agent)
     ops = decode_event(raw_event(type=abi.EventType.TCP_CLOSE,
-                                 flags=abi.F_OWNER | abi.F_ADOPTED), 0)
+                                 flags=abi.F_OWNER | abi.F_ADOPTED | abi.F_TCP_INFO), 0)
     assert ops.adopted and ops.tcp is not None and ops.tcp.srtt_us == 55
 
 

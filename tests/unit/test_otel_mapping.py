@@ -251,6 +251,11 @@ def test_a_connection_across_an_agent_restart_is_one_trace_without_duplicate_spa
     assert a.context.trace_id == b.context.trace_id == trace_id
     assert b.context.span_id == span_id
     assert a.context.span_id != span_id
+    # The earlier part links to the span that continues it (and ends the connection).
+    (link,) = a.links
+    assert (link.context.trace_id, link.context.span_id) == (trace_id, span_id)
+    assert link.attributes == {A.FLOW_LINK_KIND: "continued_by"}
+    assert not b.links
     # A later stop of the same connection makes another distinct part.
     third = replace(first, end_ns=T0 + 5 * 10**9)
     (c,), _ = export([third])
