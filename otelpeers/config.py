@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from otelpeers.detect.settings import DetectConfig, SettingsError
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "otelpeers.yaml"
@@ -298,6 +296,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(
             f"config: cannot read {p}: {exc.strerror}; check the path and permissions") from exc
+    import yaml  # here, not at the top: the detection process imports this module, reads no YAML
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

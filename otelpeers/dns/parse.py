@@ -21,6 +21,8 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
+from otelpeers.dns.records import Answer
+
 MAX_ANSWERS = 32  # answer records kept per message
 MAX_CHAIN = 16  # CNAME hops followed (dnspython's own resolver stops at 16 too)
 MAX_NAME = 255  # a DNS name in presentation form is short; escapes can triple it, so cut
@@ -57,14 +59,6 @@ class ParseError(ValueError):
 class Question:
     name: str  # lower case, no trailing dot ("." for the root)
     qtype: str  # "A", "AAAA", "HTTPS", or "TYPE65280" for unknown types
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    name: str
-    rtype: str
-    ttl: int
-    value: str  # presentation text, bounded to MAX_VALUE
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from otelpeers.dns.parse import Answer, DnsMessage
+from otelpeers.dns.records import Answer
 from otelpeers.events import PROTO_NAMES, Direction, DnsPacketEvent, Owner
+
+if TYPE_CHECKING:
+    from otelpeers.dns.parse import DnsMessage
 
 RCODE_TIMEOUT = "TIMEOUT"
 

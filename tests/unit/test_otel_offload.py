@@ -18,9 +18,10 @@ from otelpeers.detect.rules import meta
 from otelpeers.dns.lookups import DnsLookup
 from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.flows import DnsAnnotation, FileAccess
+from otelpeers.flowwire import pack_flows, unpack_flows
 from otelpeers.ids import SpanIds
 from otelpeers.otel.exporter import SpanSink
-from otelpeers.otel.offload import pack_flow, pack_lookup, unpack_flow, unpack_lookup
+from otelpeers.otel.offload import pack_lookup, unpack_lookup
 from otelpeers.pipeline import Outputs
 from otelpeers.testing.flows import T0, flow, local_pair, many, owner
 
@@ -46,8 +47,8 @@ def rich_flows() -> list:
 
 
 def test_records_survive_the_trip() -> None:
-    for r in rich_flows():
-        assert unpack_flow(pack_flow(r)) == r
+    flows = rich_flows()
+    assert unpack_flows(pack_flows(flows)) == flows
     lk = lookup()
     back = unpack_lookup(pack_lookup(lk))
     assert back.upstream_txn_id == lk.upstream_txn_id

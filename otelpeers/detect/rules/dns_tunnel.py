@@ -39,7 +39,7 @@ from otelpeers.detect.rules.dns_names import (
 )
 from otelpeers.detect.settings import DnsTunnelRule as Settings
 from otelpeers.dns.lookups import DnsLookup
-from otelpeers.dns.parse import Answer
+from otelpeers.dns.records import Answer
 
 _ADDRESS_TYPES = frozenset({"A", "AAAA"})
 _NAME_TYPES = frozenset({"CNAME", "MX", "SRV", "NS", "PTR", "DNAME"})
