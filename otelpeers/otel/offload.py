@@ -37,7 +37,6 @@ from otelpeers.frames import read_frame, write_frame
 _log = logging.getLogger(__name__)
 
 
-
 # ---- records <-> plain tuples (flows: otelpeers.flowwire, columns) --------------------------
 def _owner(o: Owner | None) -> tuple[Any, ...] | None:
     return None if o is None else (o.tgid, o.pid, o.uid, o.gid, o.cgroup_id, o.comm, o.joined)
