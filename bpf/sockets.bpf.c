@@ -331,9 +331,8 @@ static __always_inline void take_found_owner(__u64 cookie, struct op_sock *s)
 /* An adopted TCP connection (seeded by user space, older than the agent) is released: its one
  * record. It never had sock_ops state callbacks (they can only be asked for at connect or
  * accept), so the release is its end; the TCP state at that moment is not known (old_state
- * 0), and packets after it (the FIN exchange) are not counted. Its TCP totals are those of
- * the last packet seen (count_skb): an ingress segment is counted there before TCP has
- * processed it, so the last one received may be missing from them. */
+ * 0), and packets after it (the FIN exchange) are not counted. Its TCP totals are the
+ * kernel's as of the last packet seen (copy_tcp_totals), absent if none was seen. */
 static __always_inline void end_adopted(__u64 cookie, struct op_sock *s)
 {
     take_found_owner(cookie, s);

@@ -70,12 +70,16 @@ def pack_flows(flows: Sequence[FlowRecord]) -> Packed:
     )
 
 
-_ROW = ("flow_id", "cookie", "transport", "local_addr", "local_port", "peer_addr",
-        "peer_port", "start_ns", "end_ns", "netns_cookie", "local_peer_flow_id", "complete",
-        "summary", "adopted")
-# unpack_flows builds records positionally (keywords cost a third more): FlowRecord's scalar
-# fields must be these, in this order.
-assert _SCALAR_NAMES == _ROW, f"update flowwire for FlowRecord: {_SCALAR_NAMES}"
+# unpack_flows builds records positionally (keywords cost almost three times as much), so it
+# depends on FlowRecord's whole field order: this module refuses to load if that changed.
+_FIELD_ORDER = (
+    "flow_id", "cookie", "transport", "family", "sock_type", "direction", "local_addr",
+    "local_port", "peer_addr", "peer_port", "start_ns", "end_ns", "owner", "netns_cookie",
+    "counters", "tcp", "close_reason", "listener", "local_peer_flow_id", "complete", "dns",
+    "files", "summary", "adopted", "detections")
+if tuple(f.name for f in fields(FlowRecord)) != _FIELD_ORDER:
+    raise ImportError("otelpeers.flowwire: FlowRecord's fields changed; update unpack_flows "
+                      "and _FIELD_ORDER to match")
 _DIRECTIONS = {int(d): d for d in Direction}
 _REASONS = {r.value: r for r in CloseReason}
 _FAMILIES = {int(f): f for f in (socket.AF_INET, socket.AF_INET6)}
