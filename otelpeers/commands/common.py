@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
 from collections.abc import Mapping
 from typing import ClassVar, TextIO
 
-from otelpeers.flows import flow_to_dict
+from otelpeers.flowjson import flow_json
 from otelpeers.pipeline import Outputs
 
 
@@ -26,8 +25,7 @@ class JsonFlowPrinter:
     def consume(self, out: Outputs) -> None:
         if not out.flows:
             return
-        for r in out.flows:
-            self.stream.write(json.dumps(flow_to_dict(r)) + "\n")
+        self.stream.write("".join([flow_json(r) + "\n" for r in out.flows]))
         self.printed += len(out.flows)
         self.stream.flush()
 

@@ -41,7 +41,7 @@ from otelpeers.detect.settings import DetectConfig
 from otelpeers.dns.lookups import DnsLookup
 from otelpeers.flows import FlowRecord
 from otelpeers.flowwire import pack_flows, unpack_flows
-from otelpeers.frames import read_frame, write_frame
+from otelpeers.frames import read_frame, widen_pipes, write_frame
 from otelpeers.pipeline import BaseStage, Outputs
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class RemoteDetectStage(BaseStage):
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                 close_fds=True)
         assert proc.stdin is not None and proc.stdout is not None
+        widen_pipes(proc.stdin, proc.stdout)
         self._proc = proc
         self._alive = True
         init = pickle.dumps({"config": self.config, "persist": self._persist,

@@ -22,6 +22,7 @@ from otelpeers.pipeline import BaseStage, Outputs
 
 LOCAL_STUBS = ("127.0.0.53", "127.0.0.54", "::1", "127.0.0.1")
 FAR_FUTURE_NS = 10**20
+UNRESOLVED = DnsAnnotation(resolved=False)  # frozen: one instance serves every such flow
 
 
 def annotation_for(cache: ResolutionCache, dns_ports: frozenset[int],
@@ -34,7 +35,7 @@ def annotation_for(cache: ResolutionCache, dns_ports: frozenset[int],
     tgid = r.owner.tgid if r.owner is not None else None
     m = cache.lookup(r.peer_addr, tgid, r.start_ns)
     if m is None:
-        return DnsAnnotation(resolved=False)
+        return UNRESOLVED
     res = m.resolution
     return DnsAnnotation(resolved=True, question_name=res.question_name,
                          cname_chain=res.cname_chain, how=m.how, txn_id=res.txn_id)

@@ -32,7 +32,7 @@ from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.events import Owner
 from otelpeers.flows import FlowRecord
 from otelpeers.flowwire import pack_flows, unpack_flows
-from otelpeers.frames import read_frame, write_frame
+from otelpeers.frames import read_frame, widen_pipes, write_frame
 
 _log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class OffloadedExport:
             stdout=subprocess.PIPE, env=env, close_fds=True)
         self._sent_resources.clear()
         assert self._proc.stdin is not None and self._proc.stdout is not None
+        widen_pipes(self._proc.stdin, self._proc.stdout)
         write_frame(self._proc.stdin, self._init)
         reply = read_frame(self._proc.stdout)
         if reply is None or marshal.loads(reply) != ("ready",):
