@@ -8,7 +8,7 @@ positionally (detections are not carried: they are the other side's answer). Mea
 the bench host (marshal included, 3,750 TCP flows, median of 9): packing about 1.7 us per
 flow (the pipeline thread, or the span worker, pays it), unpacking about 2.2 us (a per-flow
 tuple rebuilt with keywords took 8.4). Every TCP flow has TCP info and every inbound one a
-listener, so those are columns, not rare values (as rare values they cost 1 us more).
+listener, so those are columns, not rare values.
 """
 
 from __future__ import annotations
