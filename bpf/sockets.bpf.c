@@ -997,7 +997,8 @@ static __always_inline int count_skb(struct __sk_buff *skb, int egress)
     if (p.protocol == IPPROTO_UDP || p.protocol == IPPROTO_TCP)
         capture_dns(skb, &p, cookie, s, egress);
     if (proto == IPPROTO_TCP) {
-        if (s->flags & OP_F_ADOPTED)
+        /* ENDED: released, its record sent; the FIN exchange after it has no reader. */
+        if ((s->flags & (OP_F_ADOPTED | OP_S_ENDED)) == OP_F_ADOPTED)
             copy_tcp_totals(s, sk, &p, payload, egress);
         return 1;
     }

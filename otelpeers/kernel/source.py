@@ -53,6 +53,12 @@ log = logging.getLogger(__name__)
 
 BATCH_RECORDS = 4096  # records decoded per batch handed to the pipeline
 BUSY_WAIT_S = 0.2  # longest wait for a record another CPU is still writing
+# After a wake-up with less than a full round waiting, let the round fill this long: each
+# round costs the pipeline and both helper processes a fixed amount (frames, wake-ups,
+# flushes), and the kernel wakes this reader every 64 records per CPU, so under load rounds
+# were ~100 records. Latency added: at most this, far below the export interval.
+ROUND_LINGER_S = 0.01
+LINGER_BELOW_BYTES = BATCH_RECORDS * abi.EVENT_SIZE // 4
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _CONN_OPEN = abi.S_CONN
@@ -483,7 +489,9 @@ class KernelSource:
         while not self._stopped:
             # The kernel wakes this reader only every so many records (see submit() in
             # bpf/sockets.bpf.c): read after every wake-up and every timeout alike.
-            self._ring.poll(timeout)
+            if self._ring.poll(timeout) and \
+                    self._ring.layout.pending_bytes() < LINGER_BELOW_BYTES:
+                time.sleep(ROUND_LINGER_S)
             self._consume()
             if time.monotonic_ns() >= self._next_interval_ns:
                 self._next_interval_ns = time.monotonic_ns() + self._stats_interval_ns

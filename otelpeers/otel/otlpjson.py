@@ -44,19 +44,52 @@ def _value(v: Any) -> str:
     return '{"arrayValue":{' + ('"values":[' + values + "]" if values else "") + "}}"
 
 
+# Whole KeyValues of (key, str or bool value) pairs that repeat (transport, close reason,
+# addresses, ...), and the text before an int value, by key. Bounded by clearing when full.
+_KV_CACHE: dict[tuple[str, Any, type], str] = {}
+_INT_KEY: dict[str, str] = {}
+_CACHE_MAX = 65536
+
+
 def _attributes(attrs: Mapping[str, Any] | None) -> str:
     """',"attributes":[...]' or '' when there are none."""
     if not attrs:
         return ""
     parts = []
+    append = parts.append
+    kv_cache, int_key = _KV_CACHE, _INT_KEY
     for k, v in attrs.items():
-        key = _KEY_CACHE.get(k)
-        if key is None:
-            key = '{"key":' + _q(k) + ',"value":'
-            if len(_KEY_CACHE) < 4096:
-                _KEY_CACHE[k] = key
-        parts.append(key + _value(v) + "}")
+        t = type(v)
+        if t is int:  # most attributes: ports, byte counts, cookies
+            pre = int_key.get(k)
+            if pre is None:
+                pre = _key(k) + '{"intValue":"'
+                if len(int_key) < 4096:
+                    int_key[k] = pre
+            append(pre + str(v) + '"}}')
+            continue
+        ck = (k, v, t) if t is str or t is bool else None
+        if ck is not None:
+            kv = kv_cache.get(ck)
+            if kv is not None:
+                append(kv)
+                continue
+        kv = _key(k) + _value(v) + "}"
+        if ck is not None:
+            if len(kv_cache) >= _CACHE_MAX:
+                kv_cache.clear()
+            kv_cache[ck] = kv
+        append(kv)
     return ',"attributes":[' + ",".join(parts) + "]"
+
+
+def _key(k: str) -> str:
+    key = _KEY_CACHE.get(k)
+    if key is None:
+        key = '{"key":' + _q(k) + ',"value":'
+        if len(_KEY_CACHE) < 4096:
+            _KEY_CACHE[k] = key
+    return key
 
 
 def _flags(remote: bool) -> str:
@@ -128,10 +161,13 @@ def request_json(spans: Sequence[ReadableSpan]) -> str:
             _span(s))
     if not groups:
         return "{}"
-    resource_spans = []
-    for resource, scopes in groups.items():
-        scope_spans = []
-        for scope, encoded in scopes.items():
+    # One list of pieces joined once: a batch is about a megabyte of text, and joining it
+    # level by level (spans, scope, resource, request) copied it at every level.
+    out = ['{"resourceSpans":[']
+    for i, (resource, scopes) in enumerate(groups.items()):
+        out.append(('{"resource":{' if i == 0 else ',{"resource":{')
+                   + _attributes(resource.attributes)[1:] + '},"scopeSpans":[')
+        for j, (scope, encoded) in enumerate(scopes.items()):
             head = []
             if scope is not None:
                 if scope.name:
@@ -141,17 +177,22 @@ def request_json(spans: Sequence[ReadableSpan]) -> str:
                 attrs = _attributes(scope.attributes)
                 if attrs:
                     head.append(attrs[1:])
-            tail = ""
+            out.append(('{"scope":{' if j == 0 else ',{"scope":{') + ",".join(head)
+                       + '},"spans":[')
+            for k, span in enumerate(encoded):
+                if k:
+                    out.append(",")
+                out.append(span)
+            out.append("]")
             if scope is not None and scope.schema_url:
-                tail = ',"schemaUrl":' + _q(scope.schema_url)
-            scope_spans.append('{"scope":{' + ",".join(head) + '},"spans":['
-                               + ",".join(encoded) + "]" + tail + "}")
-        rs = ('{"resource":{' + _attributes(resource.attributes)[1:] + '},"scopeSpans":['
-              + ",".join(scope_spans) + "]")
+                out.append(',"schemaUrl":' + _q(scope.schema_url))
+            out.append("}")
+        out.append("]")
         if resource.schema_url:
-            rs += ',"schemaUrl":' + _q(resource.schema_url)
-        resource_spans.append(rs + "}")
-    return '{"resourceSpans":[' + ",".join(resource_spans) + "]}"
+            out.append(',"schemaUrl":' + _q(resource.schema_url))
+        out.append("}")
+    out.append("]}")
+    return "".join(out)
 
 
 # ---- logs and metrics: through the SDK's protobuf encoders ------------------------------

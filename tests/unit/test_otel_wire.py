@@ -71,6 +71,20 @@ def test_events_and_links_encode_identically():
     assert encode_request([span]) == encode_spans([span])
 
 
+def test_int_attributes_of_every_varint_length_encode_identically():
+    """Int attributes use cached prefixes by varint length: each length, both signs, and the
+    same key in span, event and link attributes (different fields)."""
+    values = [0, 1, 127, 128, 16383, 16384, 2**21, 2**35, 2**56, 2**63 - 1, -1, -128, -2**63]
+    ctx = SpanContext(5, 6, is_remote=False)
+    spans = [ReadableSpan(f"s{i}", ctx, attributes={"n": v, "m": v, "flag": True},
+                          events=[Event("e", {"n": v}, timestamp=3)],
+                          links=[Link(SpanContext(7, 8, is_remote=False), {"n": v})],
+                          resource=Resource({"n": v}), start_time=1, end_time=2)
+             for i, v in enumerate(values)]
+    encode_request_bytes(spans)  # no fallback
+    assert encode_request(spans) == encode_spans(spans)
+
+
 def test_unsupported_spans_fall_back_to_the_sdk_encoder():
     ctx = SpanContext(5, 6, is_remote=False)
     huge = ReadableSpan("h", ctx, attributes={"n": 2**64}, resource=Resource({}),
