@@ -53,7 +53,9 @@ def wait_for_lock(timeout: float = 300.0) -> float:
 
 _SUMMARY = re.compile(
     r"stopped after (?P<events>\d+) events; (?P<flows>\d+) flows; kernel drops: "
-    r"(?P<drops>\{.*?\}|\d+); decode errors: (?P<decode>\d+)")
+    r"(?P<drops>\{.*?\}|\d+); decode errors: (?P<decode>\d+)"
+    r"(?:; spans exported: (?P<exported>\d+), failed: (?P<failed>\d+), "
+    r"dropped: (?P<dropped>\d+))?")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class AgentSummary:
     flows: int
     kernel_drops: dict[str, int]
     decode_errors: int
+    # What the span exporter did with the flows and lookups (None: an agent that did not say)
+    spans_exported: int | None = None
+    spans_failed: int | None = None
+    spans_dropped: int | None = None
 
     @property
     def drops_total(self) -> int:
@@ -79,8 +85,9 @@ def parse_summary(stderr: str) -> AgentSummary | None:
         parsed = {"total": int(drops)} if int(drops) else {}
     else:
         parsed = ast.literal_eval(drops)
+    spans = [None if m[k] is None else int(m[k]) for k in ("exported", "failed", "dropped")]
     return AgentSummary(int(m["events"]), int(m["flows"]),
-                        {str(k): int(v) for k, v in parsed.items()}, int(m["decode"]))
+                        {str(k): int(v) for k, v in parsed.items()}, int(m["decode"]), *spans)
 
 
 def config_yaml(files_dir: str, kernel: dict[str, Any] | None = None,

@@ -221,6 +221,14 @@ LOSS_STEPS = [1000, 2000, 5000, 10000, 20000, 0]  # conn/s; 0 = the storm's maxi
 SUSTAINED_RATE, SUSTAINED_S = 10000, 60
 
 
+def lossy_step(row: dict[str, Any]) -> bool:
+    """A loss step lost detail: a connection without its own record on either side, or a
+    span the exporter dropped or failed to send (the records alone would not show that)."""
+    ok = row["connections_ok"]
+    return (row["client_records"] < ok or row["server_records"] < ok
+            or bool(row.get("spans_lost")))
+
+
 def loss(ctx: Ctx) -> Result:
     """Paced storms, the agent and bcc's tcplife side by side at every step (both restarted
     per step). Counts against the generator: connections the agent accounted for (its own
@@ -252,7 +260,10 @@ def loss(ctx: Ctx) -> Result:
                     "tcplife_lost": parse_lost(err.read_text() + out.read_text()),
                     "kernel_drops": s.kernel_drops if s else None,
                     "drops_total": s.drops_total if s else None,
-                    "agent_events": s.events if s else None}
+                    "agent_events": s.events if s else None,
+                    "agent_flows": s.flows if s else None,
+                    "spans_exported": s.spans_exported if s else None,
+                    "spans_lost": (s.spans_failed or 0) + (s.spans_dropped or 0) if s else None}
 
         def label(rate_: float) -> str:
             return "max rate" if rate_ == 0 else f"{rate_:,.0f} conn/s"
@@ -260,7 +271,7 @@ def loss(ctx: Ctx) -> Result:
         def step_figures(row: dict[str, Any], what: str, spans_target: Target | None
                          ) -> list[Figure]:
             ok = row["connections_ok"]
-            lossy = row["client_records"] < ok or row["server_records"] < ok
+            lossy = lossy_step(row)
             return [
                 Figure("loss", f"connections accounted, {what} (aggregates)",
                        row["client_connections"], "connections", ok, base, Target("==", 1.0),
@@ -270,7 +281,9 @@ def loss(ctx: Ctx) -> Result:
                        row["client_records"], "flows", ok, base, spans_target,
                        f"client side; server side {row['server_records']:,}; summary records "
                        f"stand for {row['client']['summarized'] + row['server']['summarized']:,}"
-                       f"; kernel drops {row['drops_total']}" + ("; LOSSY" if lossy else "")),
+                       f"; kernel drops {row['drops_total']}; spans exported "
+                       f"{row['spans_exported']} of the agent's {row['agent_flows']} flows, "
+                       f"failed or dropped {row['spans_lost']}" + ("; LOSSY" if lossy else "")),
                 Figure("loss", f"tcplife sessions, {what}", row["tcplife_client"], "sessions",
                        ok, base, None, f"client side, same storm beside the agent; server side "
                        f"{row['tcplife_server']:,}; perf buffer lost {row['tcplife_lost']}"),
@@ -281,9 +294,7 @@ def loss(ctx: Ctx) -> Result:
             row = step(rate_, step_s, str(rate_ or "max"))
             rows.append(row)
             figs += step_figures(row, f"{label(rate_)}, {step_s} s", None)
-            ok = row["connections_ok"]
-            if first_lossy is None and (row["client_records"] < ok or row["server_records"] < ok
-                                        or row["drops_total"]):
+            if first_lossy is None and (lossy_step(row) or row["drops_total"]):
                 first_lossy = row["achieved_rate"] if rate_ == 0 else rate_
         if not ctx.quick:
             row = step(SUSTAINED_RATE, SUSTAINED_S, f"sustained-{SUSTAINED_RATE}")

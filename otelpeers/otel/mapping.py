@@ -163,10 +163,13 @@ class SpanMapper:
             ctx = SpanContext(*self._ids.dns(dns.txn_id), is_remote=False, trace_flags=_SAMPLED)
             links += (Link(ctx, {A.DNS_LINK_KIND: "resolution", A.DNS_MATCH: dns.how,
                                  A.DNS_QUESTION_NAME: dns.question_name}),)
-        events = tuple(
-            SpanEvent(A.EVENT_SENSITIVE_FILE, {A.FILE_PATH: f.path, A.FILE_OPEN_FLAGS: f.flags},
-                      timestamp=f.time_ns)
-            for f in record.files) + detection_events(record.detections)
+        events: tuple[SpanEvent, ...] = ()
+        if record.files or record.detections:  # most flows have neither
+            events = tuple(
+                SpanEvent(A.EVENT_SENSITIVE_FILE, {A.FILE_PATH: f.path,
+                                                   A.FILE_OPEN_FLAGS: f.flags},
+                          timestamp=f.time_ns)
+                for f in record.files) + detection_events(record.detections)
         return ReadableSpan(
             name=span_name(record),
             context=SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),

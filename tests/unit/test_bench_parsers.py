@@ -80,6 +80,22 @@ def test_agent_stop_line_with_and_without_drops() -> None:
                       "decode errors: 0")  # the total only
     assert n is not None and n.drops_total == 17
     assert parse_summary("Traceback ...") is None
+    assert n.spans_exported is None  # an agent that did not report its spans
+
+
+def test_agent_stop_line_with_spans() -> None:
+    s = parse_summary("otelpeers: stopped after 9 events; 4 flows; kernel drops: 0; decode "
+                      "errors: 0; spans exported: 3, failed: 1, dropped: 2")
+    assert s is not None and (s.spans_exported, s.spans_failed, s.spans_dropped) == (3, 1, 2)
+
+
+def test_a_step_with_dropped_spans_is_lossy() -> None:
+    from bench.figures import lossy_step
+
+    row = {"connections_ok": 10, "client_records": 10, "server_records": 10, "spans_lost": 0}
+    assert not lossy_step(row)
+    assert lossy_step({**row, "spans_lost": 1})
+    assert lossy_step({**row, "server_records": 9})
 
 
 def test_bench_config_is_valid_for_the_agent(tmp_path: Path) -> None:
