@@ -57,7 +57,6 @@ class _Brief:
 
 
 @functools.lru_cache(maxsize=16384)  # asked for every completed flow's peer: parse once
-@functools.lru_cache(maxsize=8192)  # every outbound flow asks; ipaddress costs ~1.7 us a call
 def normalize_addr(addr: str) -> str | None:
     """Canonical text; IPv4-mapped IPv6 as IPv4 (as events.format_addr writes it)."""
     try:

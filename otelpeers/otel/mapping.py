@@ -24,6 +24,7 @@ from otelpeers.otel.detections import detection_attributes
 
 SCOPE = InstrumentationScope(A.SCOPE_NAME, __version__)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)  # immutable: one for every span without an error
 _INT64_MAX = 2**63 - 1
 
 _KIND = {
@@ -62,6 +63,10 @@ def _count(value: int) -> int:
 
 def flow_attributes(record: FlowRecord) -> dict[str, object]:
     c = record.counters
+    po, pi, ko, ki, bo, bi = (c.payload_out, c.payload_in, c.packets_out, c.packets_in,
+                              c.bytes_out, c.bytes_in)
+    if (po | pi | ko | ki | bo | bi) > _INT64_MAX:  # one test for the usual case
+        po, pi, ko, ki, bo, bi = map(_count, (po, pi, ko, ki, bo, bi))
     attrs: dict[str, object] = {
         A.FLOW_ID: record.flow_id,
         A.NETWORK_TRANSPORT: record.transport,
@@ -70,12 +75,12 @@ def flow_attributes(record: FlowRecord) -> dict[str, object]:
         A.NETWORK_LOCAL_PORT: record.local_port,
         A.NETWORK_PEER_ADDRESS: record.peer_addr,
         A.NETWORK_PEER_PORT: record.peer_port,
-        A.FLOW_BYTES_SENT: _count(c.payload_out),
-        A.FLOW_BYTES_RECEIVED: _count(c.payload_in),
-        A.FLOW_PACKETS_SENT: _count(c.packets_out),
-        A.FLOW_PACKETS_RECEIVED: _count(c.packets_in),
-        A.FLOW_WIRE_BYTES_SENT: _count(c.bytes_out),
-        A.FLOW_WIRE_BYTES_RECEIVED: _count(c.bytes_in),
+        A.FLOW_BYTES_SENT: po,
+        A.FLOW_BYTES_RECEIVED: pi,
+        A.FLOW_PACKETS_SENT: ko,
+        A.FLOW_PACKETS_RECEIVED: ki,
+        A.FLOW_WIRE_BYTES_SENT: bo,
+        A.FLOW_WIRE_BYTES_RECEIVED: bi,
         A.FLOW_CLOSE_REASON: record.close_reason.value,
         A.FLOW_COMPLETE: record.complete,
         A.SOCKET_COOKIE: as_int64(record.cookie),
@@ -147,7 +152,7 @@ class SpanMapper:
             parent = SpanContext(trace_id, parent_span_id, is_remote=False,
                                  trace_flags=_SAMPLED)
         error = _ERRORS.get(record.close_reason)
-        status = Status(StatusCode.ERROR, error) if error else Status(StatusCode.UNSET)
+        status = Status(StatusCode.ERROR, error) if error else _UNSET
         links: tuple[Link, ...] = ()
         if record.close_reason is CloseReason.SHUTDOWN:
             # Still open when this agent stopped: the next agent adopts the connection and

@@ -48,7 +48,7 @@ def _value(v: Any) -> str:
 # addresses, ...), and the text before an int value, by key. Bounded by clearing when full.
 _KV_CACHE: dict[tuple[str, Any, type], str] = {}
 _INT_KEY: dict[str, str] = {}
-_CACHE_MAX = 65536
+_CACHE_MAX = 8192  # captured strings (addresses): keep the worst case small
 
 
 def _attributes(attrs: Mapping[str, Any] | None) -> str:

@@ -267,3 +267,15 @@ def test_u64_cookies_fit_int64():
     assert as_int64(2**63 - 1) == 2**63 - 1
     (span,), _ = export([flow("ffffffffffffffff")])
     assert span.attributes[A.SOCKET_COOKIE] == -1
+
+
+def test_bogus_u64_counters_are_capped_at_int64_max_each() -> None:
+    big, top = 2**64 - 1, 2**63 - 1
+    r = flow("aa", counters=Counters(packets_out=big, bytes_out=5, payload_out=2**63,
+                                     packets_in=7, bytes_in=top, payload_in=big))
+    (span,), _ = export([r])
+    a = span.attributes
+    assert (a[A.FLOW_PACKETS_SENT], a[A.FLOW_WIRE_BYTES_SENT], a[A.FLOW_BYTES_SENT]) == (
+        top, 5, top)
+    assert (a[A.FLOW_PACKETS_RECEIVED], a[A.FLOW_WIRE_BYTES_RECEIVED],
+            a[A.FLOW_BYTES_RECEIVED]) == (7, top, top)
