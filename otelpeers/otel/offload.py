@@ -3,8 +3,9 @@ core instead of competing with the pipeline for the agent's interpreter lock.
 
 The agent's export worker packs each batch's flows column-wise (otelpeers.flowwire, a few
 microseconds per flow against tens for mapping and encoding it) and each DNS lookup into a
-tuple of plain values, sends batches over a pipe as
-`marshal` frames, and waits for the child's answer; the child rebuilds the records, maps them
+tuple of plain values, sends each batch over a pipe as `marshal` frames of CHUNK items
+(packing the next while the child works on the one before), and waits for the child's
+answers; the child rebuilds the records, maps them
 to spans, encodes and exports them exactly as the in-process path would (same mapper, same
 encoder, same exporter factory), and answers with what it exported. Resources are sent once
 per owning process. Records that carry a detection (rare) travel pickled, whole.
@@ -71,6 +72,9 @@ class ExportChildError(RuntimeError):
     pass
 
 
+CHUNK = 512  # items per frame: a 2,048-span batch is four frames, the child overlapping
+
+
 class OffloadedExport:
     """Sends packed items to the export child; export(items, resource_of) -> (exported,
     failed, mapping_errors). Restarts the child (counted) if it died."""
@@ -101,7 +105,42 @@ class OffloadedExport:
 
     def export(self, items: Sequence[FlowRecord | DnsLookup],
                resource_key: Any, resource_attributes: Any) -> tuple[int, int, int]:
-        """resource_key(owner) -> hashable; resource_attributes(owner) -> dict."""
+        """resource_key(owner) -> hashable; resource_attributes(owner) -> dict.
+
+        The batch goes in chunks of CHUNK items, each a frame the child answers on its own:
+        the child maps and sends one chunk while this thread packs the next, instead of
+        waiting idle for the whole batch to be packed (this thread shares the interpreter
+        lock with the pipeline, so packing is the slow side of a round trip)."""
+        if not items:
+            return 0, 0, 0
+        with self._lock:
+            sent = 0
+            totals = [0, 0, 0]
+            try:
+                proc = self._proc
+                assert proc is not None and proc.stdin is not None and proc.stdout is not None
+                for start in range(0, len(items), CHUNK):
+                    frame = self._frame(items[start:start + CHUNK], resource_key,
+                                        resource_attributes)
+                    write_frame(proc.stdin, marshal.dumps(frame))
+                    sent += 1
+                for _ in range(sent):
+                    reply = read_frame(proc.stdout)
+                    if reply is None:
+                        raise ExportChildError("the span export process exited")
+                    _tag, exported, failed, errors = marshal.loads(reply)
+                    totals[0] += exported
+                    totals[1] += failed
+                    totals[2] += errors
+                return totals[0], totals[1], totals[2]
+            except (OSError, ValueError, EOFError, ExportChildError) as exc:
+                _log.warning("span export process failed (%s); restarting it", exc)
+                self._restart()
+                # What the child answered for stays exported; the rest counts as failed.
+                return totals[0], len(items) - totals[0], totals[2]
+
+    def _frame(self, items: Sequence[FlowRecord | DnsLookup], resource_key: Any,
+               resource_attributes: Any) -> list[tuple[Any, ...]]:
         frames: list[tuple[Any, ...]] = []
         flows: list[FlowRecord] = []
         flow_keys: list[Any] = []
@@ -121,23 +160,7 @@ class OffloadedExport:
                 flows.append(item)
                 flow_keys.append(key)
         frames.append(("batch", flow_keys, pack_flows(flows), lookups, pickled))
-        with self._lock:
-            try:
-                return self._round_trip(frames)
-            except (OSError, ValueError, EOFError, ExportChildError) as exc:
-                _log.warning("span export process failed (%s); restarting it", exc)
-                self._restart()
-                return 0, len(items), 0
-
-    def _round_trip(self, frames: list[tuple[Any, ...]]) -> tuple[int, int, int]:
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        write_frame(proc.stdin, marshal.dumps(frames))
-        reply = read_frame(proc.stdout)
-        if reply is None:
-            raise ExportChildError("the span export process exited")
-        tag, exported, failed, errors = marshal.loads(reply)
-        return exported, failed, errors
+        return frames
 
     def _restart(self) -> None:
         self._kill()

@@ -115,3 +115,30 @@ def test_a_dead_child_is_restarted_and_counted(tmp_path: Path) -> None:
     assert c["process_restarts"] == 1
     assert c["spans_exported"] == 20 and c["spans_failed"] == 10
     assert len(spans_of(lines(tmp_path))) == 20
+
+
+def test_a_batch_larger_than_a_chunk_goes_in_chunks_and_each_answer_counts(
+        tmp_path: Path) -> None:
+    """A batch of 3.5 chunks: four frames, four answers summed; every span written once,
+    each process's resource sent once even when its flows span several chunks."""
+    from otelpeers.otel.offload import CHUNK
+
+    n = 3 * CHUNK + CHUNK // 2
+    cfg = ExportConfig(files=FilesConfig(directory=str(tmp_path)), schedule_delay_s=60,
+                       max_export_batch_size=n, max_queue_size=n)
+    sink = SpanSink(cfg, ids=IDS, host_resource=HOST, offload=True)
+    try:
+        sent: list[int] = []
+        offload = sink._offload  # the test counts the frames the child gets
+        real = offload._frame
+        offload._frame = lambda items, *a: (sent.append(len(items)), real(items, *a))[1]
+        sink.consume(Outputs(flows=list(many(n, processes=7))))
+        assert sink.force_flush(60)
+    finally:
+        sink.close()
+    assert sent == [CHUNK, CHUNK, CHUNK, CHUNK // 2]
+    c = sink.counters()
+    assert c["spans_exported"] == n and c["spans_failed"] == 0
+    spans = spans_of(lines(tmp_path))
+    assert len(spans) == n
+    assert len({json.dumps(s["resource"].get("process.pid")) for s in spans.values()}) == 7
