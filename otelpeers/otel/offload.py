@@ -107,40 +107,33 @@ class OffloadedExport:
                resource_key: Any, resource_attributes: Any) -> tuple[int, int, int]:
         """resource_key(owner) -> hashable; resource_attributes(owner) -> dict.
 
-        The batch goes in chunks of CHUNK items, each a frame the child answers on its own:
-        the child maps and sends one chunk while this thread packs the next, instead of
-        waiting idle for the whole batch to be packed (this thread shares the interpreter
-        lock with the pipeline, so packing is the slow side of a round trip)."""
+        The batch goes in chunks of CHUNK items, one frame each: the child maps one chunk
+        while this thread packs the next, instead of waiting idle for the whole batch to be
+        packed (this thread shares the interpreter lock with the pipeline); the child exports
+        the batch's spans in one request after the final chunk and answers once."""
         if not items:
             return 0, 0, 0
         with self._lock:
-            sent = 0
-            totals = [0, 0, 0]
             try:
                 proc = self._proc
                 assert proc is not None and proc.stdin is not None and proc.stdout is not None
                 for start in range(0, len(items), CHUNK):
+                    final = start + CHUNK >= len(items)
                     frame = self._frame(items[start:start + CHUNK], resource_key,
-                                        resource_attributes)
+                                        resource_attributes, final)
                     write_frame(proc.stdin, marshal.dumps(frame))
-                    sent += 1
-                for _ in range(sent):
-                    reply = read_frame(proc.stdout)
-                    if reply is None:
-                        raise ExportChildError("the span export process exited")
-                    _tag, exported, failed, errors = marshal.loads(reply)
-                    totals[0] += exported
-                    totals[1] += failed
-                    totals[2] += errors
-                return totals[0], totals[1], totals[2]
+                reply = read_frame(proc.stdout)  # one answer, after the final chunk
+                if reply is None:
+                    raise ExportChildError("the span export process exited")
+                _tag, exported, failed, errors = marshal.loads(reply)
+                return exported, failed, errors
             except (OSError, ValueError, EOFError, ExportChildError) as exc:
                 _log.warning("span export process failed (%s); restarting it", exc)
                 self._restart()
-                # What the child answered for stays exported; the rest counts as failed.
-                return totals[0], len(items) - totals[0], totals[2]
+                return 0, len(items), 0
 
     def _frame(self, items: Sequence[FlowRecord | DnsLookup], resource_key: Any,
-               resource_attributes: Any) -> list[tuple[Any, ...]]:
+               resource_attributes: Any, final: bool = True) -> list[tuple[Any, ...]]:
         frames: list[tuple[Any, ...]] = []
         flows: list[FlowRecord] = []
         flow_keys: list[Any] = []
@@ -159,7 +152,7 @@ class OffloadedExport:
             else:
                 flows.append(item)
                 flow_keys.append(key)
-        frames.append(("batch", flow_keys, pack_flows(flows), lookups, pickled))
+        frames.append(("batch", flow_keys, pack_flows(flows), lookups, pickled, final))
         return frames
 
     def _restart(self) -> None:
@@ -212,6 +205,8 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     exporter = build_span_exporter(config)
     flows, dnss = SpanMapper(ids), DnsSpanMapper(ids)
     resources: dict[Any, Any] = {}
+    spans: list[Any] = []  # the current batch's, over its chunks
+    errors = 0
     write_frame(stdout, marshal.dumps(("ready",)))
     while True:
         frame = read_frame(stdin)
@@ -226,13 +221,13 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
             elif msg[0] == "close":
                 closing = True
             elif msg[0] == "batch":
-                spans, errors = [], 0
-                _, flow_keys, packed, lookups, pickled = msg
+                _, flow_keys, packed, lookups, pickled, final = msg
                 try:
                     items: list[tuple[Any, Any]] = list(zip(flow_keys, unpack_flows(packed),
                                                             strict=True))
                 except Exception:  # a bad frame loses its flows, counted, not the child
-                    items, errors = [], len(flow_keys)
+                    items = []
+                    errors += len(flow_keys)
                 for key, payload in lookups:
                     try:
                         items.append((key, unpack_lookup(payload)))
@@ -250,6 +245,8 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
                                      else flows.to_span(item, res))
                     except Exception:  # one bad record must not lose the batch
                         errors += 1
+                if not final:
+                    continue  # the batch's other chunks follow: one export for all
                 ok = True
                 if spans and exporter is not None:
                     try:
@@ -259,6 +256,7 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
                 n = len(spans)
                 write_frame(stdout, marshal.dumps(("done", n if ok else 0, 0 if ok else n,
                                                    errors)))
+                spans, errors = [], 0
         if closing:
             break
     if exporter is not None:

@@ -119,7 +119,7 @@ def test_a_dead_child_is_restarted_and_counted(tmp_path: Path) -> None:
 
 def test_a_batch_larger_than_a_chunk_goes_in_chunks_and_each_answer_counts(
         tmp_path: Path) -> None:
-    """A batch of 3.5 chunks: four frames, four answers summed; every span written once,
+    """A batch of 3.5 chunks: four frames, one answer for the batch; every span written once,
     each process's resource sent once even when its flows span several chunks."""
     from otelpeers.otel.offload import CHUNK
 
@@ -136,9 +136,10 @@ def test_a_batch_larger_than_a_chunk_goes_in_chunks_and_each_answer_counts(
         assert sink.force_flush(60)
     finally:
         sink.close()
-    assert sent == [CHUNK, CHUNK, CHUNK, CHUNK // 2]
+    assert sent == [CHUNK, CHUNK, CHUNK, CHUNK // 2]  # one export request for all four
     c = sink.counters()
     assert c["spans_exported"] == n and c["spans_failed"] == 0
+    assert len(lines(tmp_path)) == 1  # one export request (one OTLP/JSON line) per batch
     spans = spans_of(lines(tmp_path))
     assert len(spans) == n
     assert len({json.dumps(s["resource"].get("process.pid")) for s in spans.values()}) == 7
