@@ -701,7 +701,8 @@ class FlowTable:
 
 
 def flow_to_dict(r: FlowRecord) -> dict[str, object]:
-    """A flow record as plain JSON-ready data (for --print-flows and the graph)."""
+    """A flow record as plain JSON-ready data: the schema of --print-flows lines, which
+    otelpeers.flowjson writes without building this dict (tests keep the two equal)."""
     o = r.owner
     return {
         "flow_id": r.flow_id, "cookie": r.cookie, "transport": r.transport,
