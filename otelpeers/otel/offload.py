@@ -5,9 +5,9 @@ The agent's export worker packs each batch's flows column-wise (otelpeers.flowwi
 microseconds per flow against tens for mapping and encoding it) and each DNS lookup into a
 tuple of plain values, sends each batch over a pipe as `marshal` frames of CHUNK items
 (packing the next while the child works on the one before), and waits for the child's
-answers; the child rebuilds the records, maps them
-to spans, encodes and exports them exactly as the in-process path would (same mapper, same
-encoder, same exporter factory), and answers with what it exported. Resources are sent once
+answer; the child rebuilds the records, maps them to spans, exports the batch's spans in
+one request exactly as the in-process path would (same mapper, same encoder, same exporter
+factory), and answers once per batch with what it exported. Resources are sent once
 per owning process. Records that carry a detection (rare) travel pickled, whole.
 
 The child reads its standard input only: when the agent dies, the pipe closes and the child
@@ -72,7 +72,7 @@ class ExportChildError(RuntimeError):
     pass
 
 
-CHUNK = 512  # items per frame: a 2,048-span batch is four frames, the child overlapping
+CHUNK = 512  # items per frame: a 2,048-span batch (the default) is four frames
 
 
 class OffloadedExport:
