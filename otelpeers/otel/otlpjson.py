@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from json.encoder import encode_basestring as _q  # C-accelerated JSON string quoting
 from typing import Any
 
@@ -22,7 +23,6 @@ _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 _KIND = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3,
          SpanKind.PRODUCER: 4, SpanKind.CONSUMER: 5}
-_KEY_CACHE: dict[str, str] = {}  # attribute keys repeat on every span
 
 
 def _value(v: Any) -> str:
@@ -45,9 +45,8 @@ def _value(v: Any) -> str:
 
 
 # Whole KeyValues of (key, str or bool value) pairs that repeat (transport, close reason,
-# addresses, ...), and the text before an int value, by key. Bounded by clearing when full.
+# addresses, ...). Bounded by clearing when full.
 _KV_CACHE: dict[tuple[str, Any, type], str] = {}
-_INT_KEY: dict[str, str] = {}
 _CACHE_MAX = 8192  # captured strings (addresses): keep the worst case small
 
 
@@ -57,16 +56,11 @@ def _attributes(attrs: Mapping[str, Any] | None) -> str:
         return ""
     parts = []
     append = parts.append
-    kv_cache, int_key = _KV_CACHE, _INT_KEY
+    kv_cache = _KV_CACHE
     for k, v in attrs.items():
         t = type(v)
         if t is int:  # most attributes: ports, byte counts, cookies
-            pre = int_key.get(k)
-            if pre is None:
-                pre = _key(k) + '{"intValue":"'
-                if len(int_key) < 4096:
-                    int_key[k] = pre
-            append(pre + str(v) + '"}}')
+            append(_int_key(k) + str(v) + '"}}')
             continue
         ck = (k, v, t) if t is str or t is bool else None
         if ck is not None:
@@ -83,13 +77,14 @@ def _attributes(attrs: Mapping[str, Any] | None) -> str:
     return ',"attributes":[' + ",".join(parts) + "]"
 
 
+@lru_cache(maxsize=4096)  # attribute keys repeat on every span
 def _key(k: str) -> str:
-    key = _KEY_CACHE.get(k)
-    if key is None:
-        key = '{"key":' + _q(k) + ',"value":'
-        if len(_KEY_CACHE) < 4096:
-            _KEY_CACHE[k] = key
-    return key
+    return '{"key":' + _q(k) + ',"value":'
+
+
+@lru_cache(maxsize=4096)
+def _int_key(k: str) -> str:
+    return _key(k) + '{"intValue":"'
 
 
 def _flags(remote: bool) -> str:

@@ -92,11 +92,11 @@ def _any_value(v: object) -> bytes:
 # type, local address, close reason, ... Bounded by clearing when full.
 _kv_cache: dict[tuple, bytes] = {}
 _KV_CACHE_MAX = 65536
-# KeyValue bytes before an int value's varint, by (field, key, varint length).
-_int_prefix: dict[tuple[int, str, int], bytes] = {}
 
 
-def _int_prefix_bytes(field: int, key: str, n: int) -> bytes:
+@lru_cache(maxsize=4096)  # attribute keys are the agent's own: a few dozen, three fields
+def _int_prefix(field: int, key: str, n: int) -> bytes:
+    """KeyValue bytes before an int value's varint of n bytes."""
     inner_len = len(_key(key)) + 1 + 1 + n  # key, AnyValue length, int_value tag, varint
     return _varint(field << 3 | 2) + _varint(inner_len) + _key(key) + _varint(1 + n) + b"\x18"
 
@@ -108,21 +108,13 @@ def _attributes(field: int, attrs: Mapping[str, object] | None) -> bytes:
     parts = []
     append = parts.append
     cache = _kv_cache
-    int_prefix = _int_prefix
     for k, v in attrs.items():
         t = type(v)
         if t is int and -(1 << 63) <= v < (1 << 63):
             # Most attributes (ports, byte counts, cookies): the bytes before the value
             # depend only on the field, the key and the value's length.
             vb = _varint(v)
-            pk = (field, k, len(vb))
-            pre = int_prefix.get(pk)
-            if pre is None:
-                pre = _int_prefix_bytes(field, k, len(vb))
-                if len(int_prefix) >= _KV_CACHE_MAX:
-                    int_prefix.clear()
-                int_prefix[pk] = pre
-            append(pre + vb)
+            append(_int_prefix(field, k, len(vb)) + vb)
             continue
         ck = (field, k, v, t) if t is str or t is bool else None  # the tag differs by field
         if ck is not None:
