@@ -158,3 +158,8 @@ FLOW_ADOPTED = "otelpeers.flow.adopted"  # true: the connection existed before t
 FLOW_LINK_KIND = "otelpeers.flow.link"  # "continued_by"
 OWNER_KERNEL = "otelpeers.owner.kernel"  # true: the kernel itself sent it (RST, ICMP error)
 KERNEL_SERVICE = "kernel"  # service.name and process.executable.name of the kernel owner
+
+# ---- summary records (issue 10, docs/telemetry.md "Kernel source") ----------------------
+# > 0: the span stands for that many connections of one pair and interval whose own records
+# the kernel could not deliver (counted exactly by its aggregates)
+FLOW_SUMMARY = "otelpeers.flow.summary"

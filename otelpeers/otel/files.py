@@ -29,7 +29,13 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otelpeers.otel.otlpjson import logs_request_json, metrics_request_json, request_json
+from otelpeers.otel.fragments import EncodedSpans, group_by_resource
+from otelpeers.otel.otlpjson import (
+    grouped_request_json,
+    logs_request_json,
+    metrics_request_json,
+    request_json,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -126,6 +132,10 @@ class RotatingJsonLines:
                 self._file = None
 
 
+def _entries_json(entries: Sequence[Any]) -> str:
+    return grouped_request_json(group_by_resource(entries))
+
+
 class RotatingJsonLinesSpanExporter(SpanExporter):
     """Spans as OTLP/JSON lines in <directory>/otelpeers-traces.jsonl (rotated)."""
 
@@ -144,8 +154,16 @@ class RotatingJsonLinesSpanExporter(SpanExporter):
     def spans_too_large(self) -> int:
         return self.files.items_too_large
 
+    span_encoding = "json"  # export_encoded takes OTLP/JSON fragments (otelpeers.otel.encoded)
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         ok = self.files.write(spans, request_json)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def export_encoded(self, batch: EncodedSpans) -> SpanExportResult:
+        if batch.encoding != "json":
+            raise ValueError(f"the OTLP/JSON file exporter cannot write {batch.encoding} spans")
+        ok = self.files.write(batch.entries, _entries_json)
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

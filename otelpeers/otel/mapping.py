@@ -110,6 +110,8 @@ def flow_attributes(record: FlowRecord) -> dict[str, object]:
             attrs[A.OWNER_KERNEL] = True
     if record.local_peer_flow_id is not None:
         attrs[A.FLOW_LOCAL_PEER_ID] = record.local_peer_flow_id
+    if record.summary:
+        attrs[A.FLOW_SUMMARY] = record.summary
     if record.adopted:
         attrs[A.FLOW_ADOPTED] = True
     if record.tcp is not None:

@@ -187,10 +187,9 @@ class OffloadedExport:
 
 # ---- the child's side ------------------------------------------------------------------------
 def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
-    from opentelemetry.sdk.trace.export import SpanExportResult
-
     from otelpeers.ids import SpanIds
     from otelpeers.otel.dns_spans import DnsSpanMapper
+    from otelpeers.otel.encoded import SpanBatch
     from otelpeers.otel.factory import build_span_exporter
     from otelpeers.otel.mapping import SpanMapper
     from otelpeers.otel.resources import _ProcessResource
@@ -204,8 +203,8 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     ids = SpanIds(init["boot_id"])
     exporter = build_span_exporter(config)
     flows, dnss = SpanMapper(ids), DnsSpanMapper(ids)
+    batch = SpanBatch(exporter, ids)  # the current batch's spans, over its chunks
     resources: dict[Any, Any] = {}
-    spans: list[Any] = []  # the current batch's, over its chunks
     errors = 0
     write_frame(stdout, marshal.dumps(("ready",)))
     while True:
@@ -241,22 +240,19 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
                 for key, item in items:
                     try:
                         res = resources.get(key) or _ProcessResource(dict(host))
-                        spans.append(dnss.span_for(item, res) if isinstance(item, DnsLookup)
-                                     else flows.to_span(item, res))
+                        if isinstance(item, DnsLookup):
+                            batch.add_span(dnss.span_for(item, res))
+                        elif not batch.add_flow(item, res):
+                            batch.add_span(flows.to_span(item, res))
                     except Exception:  # one bad record must not lose the batch
                         errors += 1
                 if not final:
                     continue  # the batch's other chunks follow: one export for all
-                ok = True
-                if spans and exporter is not None:
-                    try:
-                        ok = exporter.export(spans) == SpanExportResult.SUCCESS
-                    except Exception:
-                        ok = False
-                n = len(spans)
+                n = len(batch)
+                ok = batch.export()
                 write_frame(stdout, marshal.dumps(("done", n if ok else 0, 0 if ok else n,
                                                    errors)))
-                spans, errors = [], 0
+                errors = 0
         if closing:
             break
     if exporter is not None:

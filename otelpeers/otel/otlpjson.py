@@ -19,6 +19,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
+from otelpeers.otel.fragments import group_by_resource
+
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 _KIND = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3,
@@ -91,7 +93,7 @@ def _flags(remote: bool) -> str:
     return str(_HAS_IS_REMOTE | (_IS_REMOTE if remote else 0))
 
 
-def _span(s: ReadableSpan) -> str:
+def encode_span(s: ReadableSpan) -> str:
     ctx = s.context
     out = [f'{{"traceId":"{ctx.trace_id:032x}","spanId":"{ctx.span_id:016x}"']
     if ctx.trace_state:
@@ -150,10 +152,12 @@ def _span(s: ReadableSpan) -> str:
 def request_json(spans: Sequence[ReadableSpan]) -> str:
     """One OTLP/JSON ExportTraceServiceRequest for spans, grouped by resource then scope
     (no newline)."""
-    groups: dict[Any, dict[Any, list[str]]] = {}
-    for s in spans:
-        groups.setdefault(s.resource, {}).setdefault(s.instrumentation_scope, []).append(
-            _span(s))
+    return grouped_request_json(group_by_resource(
+        (s.resource, s.instrumentation_scope, encode_span(s)) for s in spans))
+
+
+def grouped_request_json(groups: Mapping[Any, Mapping[Any, Sequence[str]]]) -> str:
+    """The request for spans already encoded (encode_span), grouped (otelpeers.otel.fragments)."""
     if not groups:
         return "{}"
     # One list of pieces joined once: a batch is about a megabyte of text, and joining it

@@ -29,6 +29,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind
 
+from otelpeers.otel.fragments import EncodedSpans, group_by_resource
+
 _KIND = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3,
          SpanKind.PRODUCER: 4, SpanKind.CONSUMER: 5}
 _FLAGS = struct.pack("<I", 0x100)  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK, parent local
@@ -153,7 +155,7 @@ def _link(link: object) -> bytes:
     return _ld(13, body)
 
 
-def _span(s: ReadableSpan) -> bytes:
+def encode_span(s: ReadableSpan) -> bytes:
     if s.dropped_attributes or s.dropped_events or s.dropped_links:
         raise Unsupported("dropped attributes, events or links")
     ctx = s.context
@@ -210,12 +212,12 @@ def _scope_bytes(scope) -> tuple[bytes, bytes]:
 
 def encode_request_bytes(spans: Sequence[ReadableSpan]) -> bytes:
     """ExportTraceServiceRequest wire bytes, grouped by resource then scope."""
-    groups: dict[object, dict] = {}  # keyed like encode_spans: by resource equality
-    for s in spans:
-        scopes = groups.get(s.resource)
-        if scopes is None:
-            scopes = groups[s.resource] = {}
-        scopes.setdefault(s.instrumentation_scope, []).append(_span(s))
+    return grouped_request_bytes(group_by_resource(
+        (s.resource, s.instrumentation_scope, encode_span(s)) for s in spans))
+
+
+def grouped_request_bytes(groups: Mapping[object, Mapping[object, Sequence[bytes]]]) -> bytes:
+    """The request for spans already encoded (encode_span), grouped (otelpeers.otel.fragments)."""
     out = []
     for res, scopes in groups.items():
         body = [_resource_bytes(res)]
@@ -235,16 +237,34 @@ def encode_request(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
         return encode_spans(spans)
 
 
-class FastGrpcSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/gRPC span exporter with the fast encoder (through _translate_data)."""
+def encoded_request_bytes(batch: EncodedSpans) -> bytes:
+    if batch.encoding != "protobuf":
+        raise ValueError(f"an OTLP protobuf exporter cannot send {batch.encoding} spans")
+    return grouped_request_bytes(group_by_resource(batch.entries))
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+
+class FastGrpcSpanExporter(OTLPSpanExporter):
+    """The SDK's OTLP/gRPC span exporter with the fast encoder (through _translate_data);
+    export_encoded sends spans encoded beforehand (otelpeers.otel.encoded), with the same
+    retries, timeout and export metrics."""
+
+    span_encoding = "protobuf"
+
+    def _translate_data(self, data: Sequence[ReadableSpan] | EncodedSpans
+                        ) -> ExportTraceServiceRequest:
+        if isinstance(data, EncodedSpans):
+            return ExportTraceServiceRequest.FromString(encoded_request_bytes(data))
         return encode_request(data)
+
+    def export_encoded(self, batch: EncodedSpans) -> SpanExportResult:
+        return self._export(batch)  # type: ignore[arg-type]
 
 
 class FastHttpSpanExporter(HttpSpanExporter):
     """The SDK's OTLP/HTTP span exporter with the fast encoder: the request bytes go to the
     SDK's own HTTP client (retries, compression, headers, TLS stay the SDK's)."""
+
+    span_encoding = "protobuf"
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shutdown:
@@ -253,5 +273,13 @@ class FastHttpSpanExporter(HttpSpanExporter):
             data = encode_request_bytes(spans)
         except Unsupported:
             data = encode_spans(spans).SerializePartialToString()
+        return self._send(data)
+
+    def export_encoded(self, batch: EncodedSpans) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        return self._send(encoded_request_bytes(batch))
+
+    def _send(self, data: bytes) -> SpanExportResult:
         return (SpanExportResult.SUCCESS if self._client.export(data).success
                 else SpanExportResult.FAILURE)

@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otelpeers import attributes as A
 from otelpeers.config import ExportConfig
-from otelpeers.events import Counters, Direction, Kind, Owner, SocketEvent, TcpInfo
+from otelpeers.events import Counters, Direction, Kind, Owner, PairStats, SocketEvent, TcpInfo
 from otelpeers.flows import CloseReason, FlowTable
 from otelpeers.ids import SpanIds
 from otelpeers.otel.exporter import SpanSink
@@ -69,6 +69,23 @@ def test_adopted_flows_say_so_and_others_do_not():
     assert A.FLOW_ADOPTED not in plain.attributes
     assert adopted.attributes[A.FLOW_ADOPTED] is True
     assert A.FLOW_ADOPTED == "otelpeers.flow.adopted"
+
+
+def test_summary_spans_say_how_many_connections_they_stand_for():
+    """A summary record from the flow table (lost records, counted by the kernel's
+    aggregates) becomes a span marked with the count; other spans carry no such mark."""
+    lost = PairStats(time_ns=T0 + 10**9, start_ns=T0, netns_cookie=3, owner=owner(),
+                     family=socket.AF_INET, protocol=socket.IPPROTO_TCP,
+                     direction=Direction.OUTBOUND, peer_addr="192.0.2.1", port=443, opened=9,
+                     closed=9, lost=7, lost_volume=Counters(7, 700, 70, 7, 700, 70))
+    (summary,) = FlowTable().process(lost)
+    spans, _ = export([summary, flow("2a")])
+    marked, plain = spans
+    assert marked.attributes[A.FLOW_SUMMARY] == 7
+    assert marked.attributes[A.FLOW_ID].startswith("summary/")
+    assert marked.attributes[A.FLOW_BYTES_SENT] == 70 and marked.attributes[A.SOCKET_COOKIE] == 0
+    assert (marked.start_time, marked.end_time) == (T0, T0 + 10**9)
+    assert A.FLOW_SUMMARY not in plain.attributes
 
 
 def test_server_span_has_client_attributes_and_listener():
