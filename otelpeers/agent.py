@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, TextIO
 from otelpeers.config import Config
 from otelpeers.dns.stage import DnsStage
 from otelpeers.drive import DriveResult, Source, WallClock, drive
+from otelpeers.gctune import tune_for_throughput
 from otelpeers.ids import SpanIds
 from otelpeers.pipeline import FlowStage, Pipeline, Sink, Stage
 from otelpeers.process.stage import ProcessStage
@@ -220,6 +221,7 @@ def run_live(agent: Agent, *, duration_s: float | None = None,
         agent.sources.append(source)
         if stop_requested:
             source.stop()
+        tune_for_throughput()  # set up: the collector from here on is for the event path
         if on_ready is not None:
             on_ready()
         deadline = time.monotonic() + duration_s if duration_s else None

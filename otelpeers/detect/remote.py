@@ -42,6 +42,7 @@ from otelpeers.dns.lookups import DnsLookup
 from otelpeers.flows import FlowRecord
 from otelpeers.flowwire import pack_flows, unpack_flows
 from otelpeers.frames import read_frame, widen_pipes, write_frame
+from otelpeers.gctune import tune_for_throughput
 from otelpeers.pipeline import BaseStage, Outputs
 
 log = logging.getLogger(__name__)
@@ -379,6 +380,7 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
             ("ack", seq, pickle.dumps(found, 5) if found else b"",
              _counters(engine, store) if counters else None), MARSHAL_VERSION))
 
+    tune_for_throughput()
     write_frame(stdout, marshal.dumps(("ready", 0, b"", _counters(engine, store)),
                                       MARSHAL_VERSION))
     while (frame := read_frame(stdin)) is not None:

@@ -34,6 +34,7 @@ from otelpeers.events import Owner
 from otelpeers.flows import FlowRecord
 from otelpeers.flowwire import pack_flows, unpack_flows
 from otelpeers.frames import read_frame, widen_pipes, write_frame
+from otelpeers.gctune import tune_for_throughput
 
 _log = logging.getLogger(__name__)
 
@@ -206,6 +207,7 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     batch = SpanBatch(exporter, ids)  # the current batch's spans, over its chunks
     resources: dict[Any, Any] = {}
     errors = 0
+    tune_for_throughput()
     write_frame(stdout, marshal.dumps(("ready",)))
     while True:
         frame = read_frame(stdin)
