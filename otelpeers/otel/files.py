@@ -87,8 +87,9 @@ class RotatingJsonLines:
     def _write(self, items: list[Any], encode: Callable[[Sequence[Any]], str]) -> None:
         if not items:
             return
-        line = (encode(items) + "\n").encode()
-        if len(line) > self.max_file_bytes:
+        data = encode(items).encode()  # a batch is megabytes: no copy to append the newline
+        size = len(data) + 1
+        if size > self.max_file_bytes:
             if len(items) == 1:
                 self.items_too_large += 1
                 return
@@ -97,12 +98,13 @@ class RotatingJsonLines:
             self._write(items[half:], encode)
             return
         f = self._open()
-        if self._size + len(line) > self.max_file_bytes and self._size > 0:
+        if self._size + size > self.max_file_bytes and self._size > 0:
             self._rotate()
             f = self._open()
-        f.write(line)
+        f.write(data)
+        f.write(b"\n")
         f.flush()
-        self._size += len(line)
+        self._size += size
 
     def _open(self) -> Any:
         if self._file is None:
