@@ -97,7 +97,7 @@ def build_span_exporter(config: ExportConfig, env: Mapping[str, str] | None = No
         return RotatingJsonLinesSpanExporter(f.directory, f.max_file_bytes, f.max_files)
     protocol, endpoint = resolved
     quiet_sdk_exporter_logs()
-    from otelpeers.otel.wire import FastGrpcSpanExporter, FastHttpSpanExporter
+    from otelpeers.otel.otlp_export import FastGrpcSpanExporter, FastHttpSpanExporter
 
     cls = FastGrpcSpanExporter if protocol == "grpc" else FastHttpSpanExporter
     return cls(**_otlp_kwargs(config, protocol, endpoint, "traces"))

@@ -1,16 +1,13 @@
-"""A fast OTLP protobuf encoder for the spans the agent builds, and exporters using it.
+"""A fast OTLP protobuf encoder for the spans the agent builds (exporters: otlp_export).
 
 The SDK's encoder (encode_spans) creates one protobuf object per attribute through several
 Python calls each and costs ~45 us per flow span: more than everything else in the export
 path together. The agent's spans are simple (attributes of scalar or list types, events,
 links, no trace state), so they are written here as protobuf wire bytes directly, with the
 bytes of every attribute key and of each resource and scope computed once. Anything this
-encoder does not handle falls back to encode_spans; tests compare both outputs.
-
-Both exporters reuse the SDK's transport through one private hook each (gRPC:
-_translate_data; HTTP: _client.export). tests/unit/test_otel_wire.py exports to a real local
-server through both and fails when an SDK upgrade moves either hook, instead of silently
-losing the fast path.
+encoder does not handle raises Unsupported and falls back to encode_spans; tests compare
+both outputs. Pure Python on purpose: the span export process writing OTLP/JSON files
+imports it (flowspans) without loading protobuf or gRPC.
 """
 
 from __future__ import annotations
@@ -19,14 +16,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-    OTLPSpanExporter as HttpSpanExporter,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from otelpeers.otel.fragments import EncodedSpans, group_by_resource
@@ -229,57 +219,8 @@ def grouped_request_bytes(groups: Mapping[object, Mapping[object, Sequence[bytes
     return b"".join(out)
 
 
-def encode_request(spans: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-    """Like encode_spans, faster for flow spans; identical message (tested)."""
-    try:
-        return ExportTraceServiceRequest.FromString(encode_request_bytes(spans))
-    except Unsupported:
-        return encode_spans(spans)
-
-
 def encoded_request_bytes(batch: EncodedSpans) -> bytes:
+    """The request for a batch encoded beforehand (otelpeers.otel.encoded)."""
     if batch.encoding != "protobuf":
         raise ValueError(f"an OTLP protobuf exporter cannot send {batch.encoding} spans")
     return grouped_request_bytes(group_by_resource(batch.entries))
-
-
-class FastGrpcSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/gRPC span exporter with the fast encoder (through _translate_data);
-    export_encoded sends spans encoded beforehand (otelpeers.otel.encoded), with the same
-    retries, timeout and export metrics."""
-
-    span_encoding = "protobuf"
-
-    def _translate_data(self, data: Sequence[ReadableSpan] | EncodedSpans
-                        ) -> ExportTraceServiceRequest:
-        if isinstance(data, EncodedSpans):
-            return ExportTraceServiceRequest.FromString(encoded_request_bytes(data))
-        return encode_request(data)
-
-    def export_encoded(self, batch: EncodedSpans) -> SpanExportResult:
-        return self._export(batch)  # type: ignore[arg-type]
-
-
-class FastHttpSpanExporter(HttpSpanExporter):
-    """The SDK's OTLP/HTTP span exporter with the fast encoder: the request bytes go to the
-    SDK's own HTTP client (retries, compression, headers, TLS stay the SDK's)."""
-
-    span_encoding = "protobuf"
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
-            return SpanExportResult.FAILURE
-        try:
-            data = encode_request_bytes(spans)
-        except Unsupported:
-            data = encode_spans(spans).SerializePartialToString()
-        return self._send(data)
-
-    def export_encoded(self, batch: EncodedSpans) -> SpanExportResult:
-        if self._shutdown:
-            return SpanExportResult.FAILURE
-        return self._send(encoded_request_bytes(batch))
-
-    def _send(self, data: bytes) -> SpanExportResult:
-        return (SpanExportResult.SUCCESS if self._client.export(data).success
-                else SpanExportResult.FAILURE)

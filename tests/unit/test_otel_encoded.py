@@ -108,3 +108,23 @@ def test_an_exporter_error_fails_the_batch_not_the_process() -> None:
     fill(batch, list(many(3)))
     assert batch.export() is False
     assert len(batch) == 0
+
+
+def test_the_file_writing_export_process_loads_no_grpc(tmp_path: Path) -> None:
+    """gRPC and the OTLP exporters cost the span export process about 14 MB of RSS; writing
+    files it needs neither (wire is pure Python; the exporters live in otlp_export)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from otelpeers.config import ExportConfig, FilesConfig\n"
+            "from otelpeers.ids import SpanIds\n"
+            "from otelpeers.otel import offload, dns_spans, mapping, resources\n"
+            "from otelpeers.otel.encoded import SpanBatch\n"
+            "from otelpeers.otel.factory import build_span_exporter\n"
+            f"cfg = ExportConfig(files=FilesConfig(directory={str(tmp_path)!r}))\n"
+            "batch = SpanBatch(build_span_exporter(cfg, env={}), SpanIds(b'x' * 16))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'grpc'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "[]"

@@ -112,8 +112,8 @@ def test_direct_otlp_json_equals_the_protobuf_route() -> None:
     from otelpeers.otel import otlpjson
     from otelpeers.otel.dns_spans import DnsSpanMapper
     from otelpeers.otel.mapping import SpanMapper
+    from otelpeers.otel.otlp_export import encode_request
     from otelpeers.otel.resources import ResourceCache, detect_host_resource
-    from otelpeers.otel.wire import encode_request
     from otelpeers.testing.dns_wire import packet, query_wire, response_wire
     from otelpeers.testing.flows import flow, local_pair, many
 

@@ -17,8 +17,9 @@ from otelpeers.flows import CloseReason
 from otelpeers.ids import SpanIds
 from otelpeers.otel.encoded import SpanBatch
 from otelpeers.otel.mapping import SpanMapper
+from otelpeers.otel.otlp_export import encode_request
 from otelpeers.otel.resources import ResourceCache
-from otelpeers.otel.wire import Unsupported, encode_request, encode_request_bytes
+from otelpeers.otel.wire import Unsupported, encode_request_bytes
 from otelpeers.testing.flows import flow, local_pair, many, owner
 
 MAPPER = SpanMapper(SpanIds(b"w" * 16))
@@ -125,7 +126,7 @@ def test_grpc_exporter_sends_the_fast_encoding(monkeypatch):
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-    from otelpeers.otel import wire
+    from otelpeers.otel import otlp_export
 
     got = []
 
@@ -138,11 +139,12 @@ def test_grpc_exporter_sends_the_fast_encoding(monkeypatch):
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    counting = _Counting(wire.encode_request)
-    monkeypatch.setattr(wire, "encode_request", counting)
+    counting = _Counting(otlp_export.encode_request)
+    monkeypatch.setattr(otlp_export, "encode_request", counting)
     try:
         spans = flow_spans()
-        exp = wire.FastGrpcSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=5)
+        exp = otlp_export.FastGrpcSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True,
+                                               timeout=5)
         assert exp.export(spans) == SpanExportResult.SUCCESS
         send_encoded(exp)
         exp.shutdown()
@@ -161,7 +163,7 @@ def test_http_exporter_sends_the_fast_encoding(monkeypatch):
         ExportTraceServiceRequest,
     )
 
-    from otelpeers.otel import wire
+    from otelpeers.otel import otlp_export, wire
 
     bodies = []
 
@@ -181,7 +183,7 @@ def test_http_exporter_sends_the_fast_encoding(monkeypatch):
     monkeypatch.setattr(wire, "encode_request_bytes", counting)
     try:
         spans = flow_spans()
-        exp = wire.FastHttpSpanExporter(
+        exp = otlp_export.FastHttpSpanExporter(
             endpoint=f"http://127.0.0.1:{httpd.server_port}/v1/traces", timeout=5)
         assert exp.export(spans) == SpanExportResult.SUCCESS
         send_encoded(exp)
