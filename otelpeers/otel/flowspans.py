@@ -20,7 +20,7 @@ from otelpeers import attributes as A
 from otelpeers.events import Direction
 from otelpeers.flows import CloseReason, FlowRecord
 from otelpeers.ids import SpanIds
-from otelpeers.otel.mapping import _ERRORS, span_name
+from otelpeers.otel.mapping import ERROR_DESCRIPTIONS, span_name
 from otelpeers.otel.wire import _SMALL, _int_prefix, _key, _varint
 
 _INT64_MAX = 2**63 - 1
@@ -41,7 +41,7 @@ class _Head:
             self.trace_id, self.parent_id = ids.flow(r.local_peer_flow_id)
         self.name = span_name(r)
         self.kind = _KIND.get(r.direction, 1)
-        self.error = _ERRORS.get(r.close_reason)
+        self.error = ERROR_DESCRIPTIONS.get(r.close_reason)
         dns = r.dns
         self.link = ((*ids.dns(dns.txn_id), dns.how, dns.question_name)
                      if dns is not None and dns.resolved and dns.txn_id else None)
@@ -73,8 +73,6 @@ def _ji(key: str) -> str:  # an int attribute, up to its digits
     return _jk(key) + '{"intValue":"'
 
 
-
-
 def _jb(key: str) -> tuple[str, str]:  # a bool attribute: (true, false)
     return _jk(key) + '{"boolValue":true}}', _jk(key) + '{"boolValue":false}}'
 
@@ -83,7 +81,7 @@ _J_COMPLETE, _J_RESOLVED = _jb(A.FLOW_COMPLETE), _jb(A.DNS_RESOLVED)
 _J_FLOW_ID, _J_TRANSPORT, _J_TYPE = _js(A.FLOW_ID), _js(A.NETWORK_TRANSPORT), _js(A.NETWORK_TYPE)
 _J_LADDR, _J_LPORT = _js(A.NETWORK_LOCAL_ADDRESS), _ji(A.NETWORK_LOCAL_PORT)
 _J_PADDR, _J_PPORT = _js(A.NETWORK_PEER_ADDRESS), _ji(A.NETWORK_PEER_PORT)
-_J_COUNTERS = tuple(_ji(k) for k in (
+_JC = tuple(_ji(k) for k in (  # the six counters, in flow_attributes' order
     A.FLOW_BYTES_SENT, A.FLOW_BYTES_RECEIVED, A.FLOW_PACKETS_SENT, A.FLOW_PACKETS_RECEIVED,
     A.FLOW_WIRE_BYTES_SENT, A.FLOW_WIRE_BYTES_RECEIVED))
 _J_REASON = _js(A.FLOW_CLOSE_REASON)
@@ -111,12 +109,10 @@ def _json_chain(chain: tuple[str, ...]) -> str:
     return '{"arrayValue":{' + ('"values":[' + values + "]" if values else "") + "}}"
 
 
-_JC = _J_COUNTERS
-
 
 def _json_attributes(r: FlowRecord) -> str:
-    """The attributes' JSON, a few f-strings (one format per group, compiled): about three
-    times cheaper than appending each attribute to a list."""
+    """The attributes' JSON from a few f-strings (compiled, one per group of attributes):
+    2.6 us per flow where appending each attribute to a list took 3.3."""
     c = r.counters
     po, pi, ko, ki, bo, bi = (c.payload_out, c.payload_in, c.packets_out, c.packets_in,
                               c.bytes_out, c.bytes_in)
@@ -173,7 +169,7 @@ def _json_attributes(r: FlowRecord) -> str:
                 f'{_J_BIND}{lst.bind_ns}"}}}}')
         if lst.listen_ns is not None:
             out += f',{_J_LISTEN}{lst.listen_ns}"}}}}'
-    if reason is CloseReason.CONNECT_FAILED or reason is CloseReason.RESET:  # as _ERRORS
+    if reason in ERROR_DESCRIPTIONS:
         out += f',{_J_ERROR}{_q(reason)}}}}}'
     return out
 
@@ -331,7 +327,7 @@ def _pb_attributes(r: FlowRecord) -> list[bytes] | None:
               _pb_int(_P_BIND, lst.bind_ns))
         if lst.listen_ns is not None:
             a.append(_pb_int(_P_LISTEN, lst.listen_ns))
-    if r.close_reason in _ERRORS:
+    if r.close_reason in ERROR_DESCRIPTIONS:
         a.append(_pb_str_cached(_P_ERROR, r.close_reason))
     return a
 

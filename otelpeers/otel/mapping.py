@@ -39,7 +39,7 @@ _NAMES = {
     ("udp", Direction.INBOUND): A.SPAN_UDP_RECEIVE,
 }
 
-_ERRORS = {
+ERROR_DESCRIPTIONS = {
     CloseReason.CONNECT_FAILED: "connection failed before it was established "
                                 "(refused, unreachable or timed out)",
     CloseReason.RESET: "connection reset (aborted while established)",
@@ -127,7 +127,7 @@ def flow_attributes(record: FlowRecord) -> dict[str, object]:
         attrs[A.LISTENER_BIND_TIME] = lst.bind_ns
         if lst.listen_ns is not None:
             attrs[A.LISTENER_LISTEN_TIME] = lst.listen_ns
-    error = _ERRORS.get(record.close_reason)
+    error = ERROR_DESCRIPTIONS.get(record.close_reason)
     if error is not None:
         attrs[A.ERROR_TYPE] = record.close_reason.value
     return attrs
@@ -153,7 +153,7 @@ class SpanMapper:
             trace_id, parent_span_id = self._ids.flow(record.local_peer_flow_id)
             parent = SpanContext(trace_id, parent_span_id, is_remote=False,
                                  trace_flags=_SAMPLED)
-        error = _ERRORS.get(record.close_reason)
+        error = ERROR_DESCRIPTIONS.get(record.close_reason)
         status = Status(StatusCode.ERROR, error) if error else _UNSET
         links: tuple[Link, ...] = ()
         if record.close_reason is CloseReason.SHUTDOWN:

@@ -5,10 +5,11 @@ The agent's export worker packs each batch's flows column-wise (otelpeers.flowwi
 microseconds per flow against tens for mapping and encoding it) and each DNS lookup into a
 tuple of plain values, sends each batch over a pipe as `marshal` frames of CHUNK items
 (packing the next while the child works on the one before), and waits for the child's
-answer; the child rebuilds the records, maps them to spans, exports the batch's spans in
-one request exactly as the in-process path would (same mapper, same encoder, same exporter
-factory), and answers once per batch with what it exported. Resources are sent once
-per owning process. Records that carry a detection (rare) travel pickled, whole.
+answer; the child rebuilds the records, encodes them (plain flows straight from the record,
+the rest through the same mappers as the in-process path: otelpeers.otel.encoded; the same
+bytes either way), exports the batch in one request through the same exporter factory, and
+answers once per batch with what it exported. Resources are sent once per owning process.
+Records that carry a detection (rare) travel pickled, whole.
 
 The child reads its standard input only: when the agent dies, the pipe closes and the child
 exits; it ignores SIGINT/SIGTERM so that the agent controls the shutdown (flush, then close).
