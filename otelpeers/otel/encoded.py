@@ -9,22 +9,27 @@ resource and scope and frames the request.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from otelpeers.dns.lookups import DnsLookup
 from otelpeers.flows import FlowRecord
 from otelpeers.ids import SpanIds
 from otelpeers.otel import flowspans, otlpjson, wire
+from otelpeers.otel.dns_spans import DnsSpanMapper
 from otelpeers.otel.fragments import ENCODINGS, EncodedSpans, Fragment
-from otelpeers.otel.mapping import SCOPE
+from otelpeers.otel.mapping import SCOPE, SpanMapper
+
+_log = logging.getLogger(__name__)
 
 
 class SpanBatch:
-    """One export's spans, collected as they come: add_flow (False: map it and add_span),
-    add_span, then export(). With an exporter that takes encoded spans (`span_encoding`,
+    """One export's spans, collected as they come (add, or add_flow / add_span), then
+    export(). With an exporter that takes encoded spans (`span_encoding`,
     `export_encoded`) each span is encoded on arrival; otherwise spans are kept for its
     export(). Spans the encoder cannot write go through export() as well."""
 
@@ -41,6 +46,14 @@ class SpanBatch:
             otlpjson.encode_span if encoding == "json" else wire.encode_span)
         self._encoded = EncodedSpans(encoding or "")
         self._spans: list[ReadableSpan] = []
+        self._flow_mapper, self._dns_mapper = SpanMapper(ids), DnsSpanMapper(ids)
+
+    def add(self, item: FlowRecord | DnsLookup, resource: Resource) -> None:
+        """A flow or a DNS lookup, by the cheapest route that writes its span."""
+        if isinstance(item, DnsLookup):
+            self.add_span(self._dns_mapper.span_for(item, resource))
+        elif not self.add_flow(item, resource):
+            self.add_span(self._flow_mapper.to_span(item, resource))
 
     def add_flow(self, record: FlowRecord, resource: Resource) -> bool:
         """False: not encoded here (no encoding, not a plain flow, or a value the encoding
@@ -80,6 +93,7 @@ class SpanBatch:
                 ok = exporter.export_encoded(encoded) == SpanExportResult.SUCCESS  # type: ignore[attr-defined]
             if spans:
                 ok = exporter.export(spans) == SpanExportResult.SUCCESS and ok
-        except Exception:  # an exporter error fails the batch (counted), not the process
+        except Exception as exc:  # an exporter error fails the batch (counted), not the process
+            _log.debug("span export raised: %r", exc)
             ok = False
         return ok

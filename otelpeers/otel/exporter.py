@@ -12,15 +12,14 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from otelpeers.config import ExportConfig
 from otelpeers.dns.lookups import DnsLookup
 from otelpeers.flows import FlowRecord
 from otelpeers.ids import SpanIds
-from otelpeers.otel.dns_spans import DnsSpanMapper
+from otelpeers.otel.encoded import SpanBatch
 from otelpeers.otel.factory import build_span_exporter, resolve_otlp
-from otelpeers.otel.mapping import SpanMapper
 from otelpeers.otel.queue import SHUTDOWN_TIMEOUT_S, WARN_INTERVAL_S, ExportQueue
 from otelpeers.otel.resources import ProcessAttributes, ResourceCache, detect_host_resource
 from otelpeers.pipeline import Outputs
@@ -68,9 +67,7 @@ class SpanSink:
         self._resources = ResourceCache(
             host_resource if host_resource is not None else detect_host_resource(),
             process_attributes, config.max_live_resources)
-        ids = ids if ids is not None else SpanIds()
-        self._flow_mapper = SpanMapper(ids)
-        self._dns_mapper = DnsSpanMapper(ids)
+        self._ids = ids if ids is not None else SpanIds()
         self.mapping_errors = 0
         export = (self._export_offloaded if self._offload is not None
                   else self._export if self._exporter is not None else None)
@@ -104,21 +101,15 @@ class SpanSink:
 
     # ---- worker ------------------------------------------------------------------------
     def _export(self, items: list[SpanItem]) -> bool:
-        spans = []
+        batch = SpanBatch(self._exporter, self._ids)  # the same encoding as the child's
         for item in items:
+            owner = item.txn.owner if isinstance(item, DnsLookup) else item.owner
             try:
-                if isinstance(item, DnsLookup):
-                    spans.append(self._dns_mapper.span_for(
-                        item, self._resources.get(item.txn.owner)))
-                else:
-                    spans.append(self._flow_mapper.to_span(item, self._resources.get(item.owner)))
+                batch.add(item, self._resources.get(owner))
             except Exception:  # one malformed record must not lose the batch
                 _log.exception("cannot map %r to a span", item)
                 self.mapping_errors += 1
-        if not spans:
-            return True
-        assert self._exporter is not None
-        return self._exporter.export(spans) == SpanExportResult.SUCCESS
+        return batch.export() if len(batch) else True
 
     def _export_offloaded(self, items: list[SpanItem]) -> bool:
         assert self._offload is not None

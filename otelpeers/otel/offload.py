@@ -190,10 +190,8 @@ class OffloadedExport:
 # ---- the child's side ------------------------------------------------------------------------
 def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     from otelpeers.ids import SpanIds
-    from otelpeers.otel.dns_spans import DnsSpanMapper
     from otelpeers.otel.encoded import SpanBatch
     from otelpeers.otel.factory import build_span_exporter
-    from otelpeers.otel.mapping import SpanMapper
     from otelpeers.otel.resources import _ProcessResource
 
     first = read_frame(stdin)
@@ -204,7 +202,6 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     host = init["host"]
     ids = SpanIds(init["boot_id"])
     exporter = build_span_exporter(config)
-    flows, dnss = SpanMapper(ids), DnsSpanMapper(ids)
     batch = SpanBatch(exporter, ids)  # the current batch's spans, over its chunks
     resources: dict[Any, Any] = {}
     errors = 0
@@ -242,11 +239,7 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
                         errors += 1
                 for key, item in items:
                     try:
-                        res = resources.get(key) or _ProcessResource(dict(host))
-                        if isinstance(item, DnsLookup):
-                            batch.add_span(dnss.span_for(item, res))
-                        elif not batch.add_flow(item, res):
-                            batch.add_span(flows.to_span(item, res))
+                        batch.add(item, resources.get(key) or _ProcessResource(dict(host)))
                     except Exception:  # one bad record must not lose the batch
                         errors += 1
                 if not final:
