@@ -1,4 +1,4 @@
-"""The span export process's batches, encoded as their spans arrive.
+"""Batches of spans for export, encoded as their spans arrive.
 
 Plain flows are encoded straight from their records (flowspans), everything else from its
 ReadableSpan with the exporter's own span encoder, in the encoding the exporter writes
@@ -28,10 +28,11 @@ _log = logging.getLogger(__name__)
 
 
 class SpanBatch:
-    """One export's spans, collected as they come (add, or add_flow / add_span), then
-    export(). With an exporter that takes encoded spans (`span_encoding`,
-    `export_encoded`) each span is encoded on arrival; otherwise spans are kept for its
-    export(). Spans the encoder cannot write go through export() as well."""
+    """One export's spans (in the span export process, or in-process), collected as they
+    come (add, or add_flow / add_span), then export(). With an exporter that takes encoded
+    spans (`span_encoding`, `export_encoded`) each span is encoded on arrival; otherwise
+    spans are kept for its export(). Spans the encoder cannot write go through export()
+    as well."""
 
     def __init__(self, exporter: SpanExporter | None, ids: SpanIds) -> None:
         self._exporter = exporter
