@@ -141,6 +141,8 @@ def _entries_json(entries: Sequence[Any]) -> str:
 class RotatingJsonLinesSpanExporter(SpanExporter):
     """Spans as OTLP/JSON lines in <directory>/otelpeers-traces.jsonl (rotated)."""
 
+    span_encoding = "json"  # export_encoded takes OTLP/JSON fragments (otelpeers.otel.encoded)
+
     def __init__(self, directory: str | os.PathLike[str], max_file_bytes: int,
                  max_files: int) -> None:
         self.files = RotatingJsonLines(directory, TRACES_PREFIX, max_file_bytes, max_files)
@@ -155,8 +157,6 @@ class RotatingJsonLinesSpanExporter(SpanExporter):
     @property
     def spans_too_large(self) -> int:
         return self.files.items_too_large
-
-    span_encoding = "json"  # export_encoded takes OTLP/JSON fragments (otelpeers.otel.encoded)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         ok = self.files.write(spans, request_json)
