@@ -21,7 +21,7 @@ from otelpeers.events import Direction
 from otelpeers.flows import CloseReason, FlowRecord
 from otelpeers.ids import SpanIds
 from otelpeers.otel.mapping import ERROR_DESCRIPTIONS, span_name
-from otelpeers.otel.wire import _SMALL, _int_prefix, _key, _varint
+from otelpeers.otel.wire import _SMALL, _int_prefix, _key, _varint, cached_kv
 
 _INT64_MAX = 2**63 - 1
 _U64 = 2**64
@@ -218,49 +218,26 @@ def _pb_str(key_bytes: bytes, s: str) -> bytes:
     return b"\x4a" + _varint(len(inner)) + inner
 
 
-_str_kvs: dict[tuple[bytes, str], bytes] = {}
-_STR_KVS_MAX = 16384  # addresses are captured values: bounded, cleared when full
+def _pb_bools(key: str) -> tuple[bytes, bytes]:  # a bool attribute: (true, false)
+    return cached_kv(9, key, True), cached_kv(9, key, False)
 
 
-def _pb_str_cached(key_bytes: bytes, s: str) -> bytes:
-    """_pb_str for values that repeat across flows (transport, addresses, close reason)."""
-    kv = _str_kvs.get((key_bytes, s))
-    if kv is None:
-        if len(_str_kvs) >= _STR_KVS_MAX:
-            _str_kvs.clear()
-        kv = _str_kvs[(key_bytes, s)] = _pb_str(key_bytes, s)
-    return kv
-
-
-def _pb_bool(key: str, v: bool) -> bytes:
-    inner = _key(key) + b"\x02\x10" + (b"\x01" if v else b"\x00")
-    return b"\x4a" + _varint(len(inner)) + inner
-
-
-_P_FLOW_ID, _P_TRANSPORT, _P_TYPE = (_key(A.FLOW_ID), _key(A.NETWORK_TRANSPORT),
-                                     _key(A.NETWORK_TYPE))
-_P_LADDR, _P_LPORT = _key(A.NETWORK_LOCAL_ADDRESS), _pk_int(A.NETWORK_LOCAL_PORT)
-_P_PADDR, _P_PPORT = _key(A.NETWORK_PEER_ADDRESS), _pk_int(A.NETWORK_PEER_PORT)
+_P_FLOW_ID, _P_PEER_ID = _key(A.FLOW_ID), _key(A.FLOW_LOCAL_PEER_ID)  # unique: not cached
+_P_LPORT, _P_PPORT = _pk_int(A.NETWORK_LOCAL_PORT), _pk_int(A.NETWORK_PEER_PORT)
 _P_COUNTERS = tuple(_pk_int(k) for k in (
     A.FLOW_BYTES_SENT, A.FLOW_BYTES_RECEIVED, A.FLOW_PACKETS_SENT, A.FLOW_PACKETS_RECEIVED,
     A.FLOW_WIRE_BYTES_SENT, A.FLOW_WIRE_BYTES_RECEIVED))
-_P_REASON = _key(A.FLOW_CLOSE_REASON)
-_P_COMPLETE = (_pb_bool(A.FLOW_COMPLETE, True), _pb_bool(A.FLOW_COMPLETE, False))
+_P_COMPLETE, _P_RESOLVED = _pb_bools(A.FLOW_COMPLETE), _pb_bools(A.DNS_RESOLVED)
 _P_COOKIE, _P_NETNS = _pk_int(A.SOCKET_COOKIE), _pk_int(A.NETNS_COOKIE)
-_P_SADDR, _P_SPORT = _key(A.SERVER_ADDRESS), _pk_int(A.SERVER_PORT)
-_P_RESOLVED = (_pb_bool(A.DNS_RESOLVED, True), _pb_bool(A.DNS_RESOLVED, False))
-_P_MATCH = _key(A.DNS_MATCH)
-_P_CADDR, _P_CPORT = _key(A.CLIENT_ADDRESS), _pk_int(A.CLIENT_PORT)
+_P_SPORT, _P_CPORT = _pk_int(A.SERVER_PORT), _pk_int(A.CLIENT_PORT)
 _P_UID = _pk_int(A.OWNER_UID)
-_P_JOINED, _P_KERNEL = _pb_bool(A.OWNER_JOINED, True), _pb_bool(A.OWNER_KERNEL, True)
-_P_PEER_ID = _key(A.FLOW_LOCAL_PEER_ID)
+_P_JOINED, _P_KERNEL = _pb_bools(A.OWNER_JOINED)[0], _pb_bools(A.OWNER_KERNEL)[0]
 _P_SUMMARY = _pk_int(A.FLOW_SUMMARY)
-_P_ADOPTED = _pb_bool(A.FLOW_ADOPTED, True)
+_P_ADOPTED = _pb_bools(A.FLOW_ADOPTED)[0]
 _P_TCP = tuple(_pk_int(k) for k in (A.TCP_SRTT_US, A.TCP_RETRANSMITS, A.TCP_BYTES_ACKED,
                                     A.TCP_BYTES_RECEIVED))
-_P_LSTADDR, _P_LSTPORT = _key(A.LISTENER_ADDRESS), _pk_int(A.LISTENER_PORT)
+_P_LSTPORT = _pk_int(A.LISTENER_PORT)
 _P_BIND, _P_LISTEN = _pk_int(A.LISTENER_BIND_TIME), _pk_int(A.LISTENER_LISTEN_TIME)
-_P_ERROR = _key(A.ERROR_TYPE)
 _FLAGS = b"\x85\x01" + struct.pack("<I", 0x100)
 
 
@@ -277,30 +254,31 @@ def _in_int64(*values: int) -> bool:
 
 
 def _pb_attributes(r: FlowRecord) -> list[bytes] | None:
-    c = r.counters
-    a = [_pb_str(_P_FLOW_ID, r.flow_id), _pb_str_cached(_P_TRANSPORT, r.transport),
-         _pb_str_cached(_P_TYPE, r.network_type)]
+    """Span.attributes (field 9): strings that repeat from wire's cache, ints from prefixes."""
+    kv, c, reason = cached_kv, r.counters, r.close_reason.value
+    a = [_pb_str(_P_FLOW_ID, r.flow_id), kv(9, A.NETWORK_TRANSPORT, r.transport),
+         kv(9, A.NETWORK_TYPE, r.network_type)]
     if r.local_addr:
-        a += (_pb_str_cached(_P_LADDR, r.local_addr), _pb_int(_P_LPORT, r.local_port))
+        a += (kv(9, A.NETWORK_LOCAL_ADDRESS, r.local_addr), _pb_int(_P_LPORT, r.local_port))
     pc = _P_COUNTERS
-    a += (_pb_str_cached(_P_PADDR, r.peer_addr), _pb_int(_P_PPORT, r.peer_port),
+    a += (kv(9, A.NETWORK_PEER_ADDRESS, r.peer_addr), _pb_int(_P_PPORT, r.peer_port),
           _pb_int(pc[0], _cap(c.payload_out)), _pb_int(pc[1], _cap(c.payload_in)),
           _pb_int(pc[2], _cap(c.packets_out)), _pb_int(pc[3], _cap(c.packets_in)),
           _pb_int(pc[4], _cap(c.bytes_out)), _pb_int(pc[5], _cap(c.bytes_in)),
-          _pb_str_cached(_P_REASON, r.close_reason), _P_COMPLETE[0 if r.complete else 1],
+          kv(9, A.FLOW_CLOSE_REASON, reason), _P_COMPLETE[0 if r.complete else 1],
           _pb_int(_P_COOKIE, _i64(r.cookie)), _pb_int(_P_NETNS, _i64(r.netns_cookie)))
     direction = r.direction
     if direction is Direction.OUTBOUND:
         dns = r.dns
         named = dns is not None and dns.resolved and dns.question_name
-        a += (_pb_str_cached(_P_SADDR, dns.question_name if named else r.peer_addr),  # type: ignore[union-attr]
+        a += (kv(9, A.SERVER_ADDRESS, dns.question_name if named else r.peer_addr),  # type: ignore[union-attr]
               _pb_int(_P_SPORT, r.peer_port))
         if dns is not None:
             a.append(_P_RESOLVED[0 if dns.resolved else 1])
             if dns.resolved:
-                a += (_pb_chain(dns.cname_chain), _pb_str_cached(_P_MATCH, dns.how))
+                a += (_pb_chain(dns.cname_chain), kv(9, A.DNS_MATCH, dns.how))
     elif direction is Direction.INBOUND:
-        a += (_pb_str_cached(_P_CADDR, r.peer_addr), _pb_int(_P_CPORT, r.peer_port))
+        a += (kv(9, A.CLIENT_ADDRESS, r.peer_addr), _pb_int(_P_CPORT, r.peer_port))
     o = r.owner
     if o is not None:
         a.append(_pb_int(_P_UID, o.uid))
@@ -323,29 +301,24 @@ def _pb_attributes(r: FlowRecord) -> list[bytes] | None:
     if lst is not None and direction is Direction.INBOUND:
         if not _in_int64(lst.bind_ns, lst.listen_ns or 0):
             return None  # the span route says why (wire.Unsupported)
-        a += (_pb_str_cached(_P_LSTADDR, lst.local_addr), _pb_int(_P_LSTPORT, lst.local_port),
+        a += (kv(9, A.LISTENER_ADDRESS, lst.local_addr), _pb_int(_P_LSTPORT, lst.local_port),
               _pb_int(_P_BIND, lst.bind_ns))
         if lst.listen_ns is not None:
             a.append(_pb_int(_P_LISTEN, lst.listen_ns))
     if r.close_reason in ERROR_DESCRIPTIONS:
-        a.append(_pb_str_cached(_P_ERROR, r.close_reason))
+        a.append(kv(9, A.ERROR_TYPE, reason))
     return a
 
 
-def _link_kv(key_bytes: bytes, s: str) -> bytes:
-    """A string KeyValue in Link.attributes (field 4) instead of Span.attributes (9)."""
-    return b"\x22" + _pb_str(key_bytes, s)[1:]
-
-
-_P_LINK_KIND = _link_kv(_key(A.DNS_LINK_KIND), "resolution")
-_P_QNAME = _key(A.DNS_QUESTION_NAME)
+_P_LINK_KIND = cached_kv(4, A.DNS_LINK_KIND, "resolution")  # Link.attributes is field 4
 _LINK_FLAGS = b"\x35" + struct.pack("<I", 0x100)
 
 
 def _pb_link(tid: int, sid: int, how: str, name: str) -> bytes:
     """Span.links (field 13): the DNS resolution the flow's peer address came from."""
     body = (b"\x0a\x10" + tid.to_bytes(16, "big") + b"\x12\x08" + sid.to_bytes(8, "big")
-            + _P_LINK_KIND + _link_kv(_P_MATCH, how) + _link_kv(_P_QNAME, name) + _LINK_FLAGS)
+            + _P_LINK_KIND + cached_kv(4, A.DNS_MATCH, how)
+            + cached_kv(4, A.DNS_QUESTION_NAME, name) + _LINK_FLAGS)
     return b"\x6a" + _varint(len(body)) + body
 
 

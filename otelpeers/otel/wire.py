@@ -80,8 +80,8 @@ def _any_value(v: object) -> bytes:
     raise Unsupported(f"attribute value of type {type(v).__name__}")
 
 
-# Encoded KeyValue fields of repeated (key, string or bool value) pairs: transport, network
-# type, local address, close reason, ... Bounded by clearing when full.
+# Encoded KeyValue fields of repeated (field, key, string or bool value) entries: transport,
+# network type, local address, close reason, ... Bounded by clearing when full.
 _kv_cache: dict[tuple, bytes] = {}
 _KV_CACHE_MAX = 65536
 
@@ -93,13 +93,27 @@ def _int_prefix(field: int, key: str, n: int) -> bytes:
     return _varint(field << 3 | 2) + _varint(inner_len) + _key(key) + _varint(1 + n) + b"\x18"
 
 
+def cached_kv(field: int, key: str, value: str | bool) -> bytes:
+    """A whole KeyValue (with its field tag) of a string or bool value, from a bounded cache:
+    such values repeat across spans (transport, addresses, close reason)."""
+    ck = (field, key, value, type(value))
+    b = _kv_cache.get(ck)
+    if b is None:
+        val = _any_value(value)
+        inner = _key(key) + _varint(len(val)) + val
+        b = _varint(field << 3 | 2) + _varint(len(inner)) + inner
+        if len(_kv_cache) >= _KV_CACHE_MAX:
+            _kv_cache.clear()
+        _kv_cache[ck] = b
+    return b
+
+
 def _attributes(field: int, attrs: Mapping[str, object] | None) -> bytes:
     if not attrs:
         return b""
     tag = _varint(field << 3 | 2)
     parts = []
     append = parts.append
-    cache = _kv_cache
     for k, v in attrs.items():
         t = type(v)
         if t is int and -(1 << 63) <= v < (1 << 63):
@@ -107,21 +121,12 @@ def _attributes(field: int, attrs: Mapping[str, object] | None) -> bytes:
             # depend only on the field, the key and the value's length.
             vb = _varint(v)
             append(_int_prefix(field, k, len(vb)) + vb)
-            continue
-        ck = (field, k, v, t) if t is str or t is bool else None  # the tag differs by field
-        if ck is not None:
-            b = cache.get(ck)
-            if b is not None:
-                append(b)
-                continue
-        val = _any_value(v)
-        inner = _key(k) + _varint(len(val)) + val
-        b = tag + _varint(len(inner)) + inner
-        if ck is not None:
-            if len(cache) >= _KV_CACHE_MAX:
-                cache.clear()
-            cache[ck] = b
-        append(b)
+        elif t is str or t is bool:
+            append(cached_kv(field, k, v))  # type: ignore[arg-type]
+        else:
+            val = _any_value(v)
+            inner = _key(k) + _varint(len(val)) + val
+            append(tag + _varint(len(inner)) + inner)
     return b"".join(parts)
 
 
