@@ -349,10 +349,7 @@ def fit(
         "lex_w": lex_w,
         "tld_names": np.array(tld_names, dtype="U"),
         "tld_w": tld_w,
-        "lm_c1": lm.counts[0],
-        "lm_c2": lm.counts[1],
-        "lm_c3": lm.counts[2],
-        "lm_c4": lm.counts[3],
+        **{f"lm_c{n}": table for n, table in enumerate(lm.counts, start=1)},
         "sub_label_factor": np.array(p.sub_label_factor, dtype=np.float64),
         "threshold_1pct": np.array(0.5, dtype=np.float64),
     }

@@ -29,8 +29,7 @@ def annotation_for(cache: ResolutionCache, dns_ports: frozenset[int],
                    r: FlowRecord) -> DnsAnnotation | None:
     """What the cache knew about r's peer at r's start; None: not named by DNS (inbound flows
     and the resolver traffic itself)."""
-    if (r.direction != Direction.OUTBOUND or not r.peer_addr or r.peer_port in dns_ports
-            or r.dns is not None):
+    if not nameable(dns_ports, r):
         return None
     tgid = r.owner.tgid if r.owner is not None else None
     m = cache.lookup(r.peer_addr, tgid, r.start_ns)
@@ -39,6 +38,12 @@ def annotation_for(cache: ResolutionCache, dns_ports: frozenset[int],
     res = m.resolution
     return DnsAnnotation(resolved=True, question_name=res.question_name,
                          cname_chain=res.cname_chain, how=m.how, txn_id=res.txn_id)
+
+
+def nameable(dns_ports: frozenset[int], r: FlowRecord) -> bool:
+    """Whether DNS could name r's peer: outbound, not to a resolver, not annotated yet."""
+    return (r.direction == Direction.OUTBOUND and bool(r.peer_addr)
+            and r.peer_port not in dns_ports and r.dns is None)
 
 
 class DnsStage(BaseStage):
@@ -78,6 +83,8 @@ class DnsStage(BaseStage):
             out.flows = self.annotate(out.flows)
 
     def _annotate_open(self, r: FlowRecord) -> FlowRecord:
+        if not nameable(self.dns_ports, r):
+            return r  # inbound flows, half of a server's: nothing to look up or to hold
         if r.flow_id in self._open:
             dns = self._open[r.flow_id]
         else:

@@ -56,7 +56,7 @@ from otelpeers import __version__
 from otelpeers import attributes as A
 from otelpeers.config import ConfigError, ExportConfig, MetricsConfig
 from otelpeers.dns.lookups import DnsLookup
-from otelpeers.events import Direction, Owner
+from otelpeers.events import ZERO_COUNTERS, Counters, Direction, Owner
 from otelpeers.flows import CloseReason, FlowRecord
 from otelpeers.ids import SpanIds
 from otelpeers.otel.dns_spans import is_error
@@ -169,6 +169,14 @@ class _Pair:
         self.rtt = h(M_RTT, attrs)
 
 
+def _add_volume(pair: _Pair, now: Counters, before: Counters) -> None:
+    """What a flow sent and received since the counters last counted for it."""
+    pair.bytes_tx.value += max(0, now.payload_out - before.payload_out)
+    pair.bytes_rx.value += max(0, now.payload_in - before.payload_in)
+    pair.packets_tx.value += max(0, now.packets_out - before.packets_out)
+    pair.packets_rx.value += max(0, now.packets_in - before.packets_in)
+
+
 def build_metric_reader(config: ExportConfig, env: Mapping[str, str] | None = None,
                         exporter: MetricExporter | None = None) -> MetricReader | None:
     """A periodic reader for the configured metric exporter; None: no metrics at all.
@@ -269,7 +277,7 @@ class MetricsSink:
         self._pairs: dict[tuple[Any, ...], _Pair] = {}  # pair key -> its stream keys
         self._other: dict[Attrs, _Pair] = {}  # past max_pairs: the "other" accumulators
         self._exes: dict[tuple[int, str], tuple[str, str | None]] = {}  # (tgid, comm) -> exe
-        self._reported: dict[str, tuple[int, int, int, int]] = {}  # open flow -> counted so far
+        self._reported: dict[str, Counters] = {}  # open flow -> counted so far
         self._last: dict[int, dict[object, Any]] = {}  # reader -> last points (delta)
         self._last_ns: dict[int, int] = {}
         self._seen: dict[int, set[object]] = {}  # reader -> streams given to it
@@ -369,17 +377,14 @@ class MetricsSink:
 
     def _progress(self, r: FlowRecord) -> None:
         c = r.counters
-        now = (c.payload_out, c.payload_in, c.packets_out, c.packets_in)
         before = self._reported.get(r.flow_id)
         pair = self._pair(r)
         if before is None:
             pair.opened.value += 1
-            before = (0, 0, 0, 0)
-        self._reported[r.flow_id] = now
-        pair.bytes_tx.value += max(0, now[0] - before[0])
-        pair.bytes_rx.value += max(0, now[1] - before[1])
-        pair.packets_tx.value += max(0, now[2] - before[2])
-        pair.packets_rx.value += max(0, now[3] - before[3])
+            before = ZERO_COUNTERS
+        # The record's own Counters, which the flow table holds anyway: no copy per open flow
+        self._reported[r.flow_id] = c
+        _add_volume(pair, c, before)
 
     def _completed(self, r: FlowRecord) -> None:
         c = r.counters
@@ -388,11 +393,8 @@ class MetricsSink:
         n = max(1, r.summary)  # a summary record stands for that many connections
         if before is None:
             pair.opened.value += n
-            before = (0, 0, 0, 0)
-        pair.bytes_tx.value += max(0, c.payload_out - before[0])
-        pair.bytes_rx.value += max(0, c.payload_in - before[1])
-        pair.packets_tx.value += max(0, c.packets_out - before[2])
-        pair.packets_rx.value += max(0, c.packets_in - before[3])
+            before = ZERO_COUNTERS
+        _add_volume(pair, c, before)
         (pair.failed if r.close_reason == CloseReason.CONNECT_FAILED else pair.closed).value += n
         if r.summary or not r.complete:
             return  # no per-connection shape for summaries or flows cut at shutdown

@@ -78,3 +78,26 @@ def test_lexical_values() -> None:
 def test_char_lm_rejects_bad_tables() -> None:
     with pytest.raises(ValueError, match="4 count tables"):
         CharLM([np.zeros(N_CODES)])
+
+
+def test_sparse_order4_table_gives_the_dense_tables_features() -> None:
+    """The order-4 counts are kept as their non-zero ids (12 MB dense): every feature, with
+    leave-one-out too, equals the dense table's, and the artefact's dense tables come back."""
+    from otelpeers.detect.dga import features
+
+    rng = np.random.default_rng(7)
+    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789-")
+    noise = ["".join(rng.choice(alphabet, size=rng.integers(1, 30))) for _ in range(300)]
+    lm = CharLM.fit(WORDS * 2 + noise[:100])
+    assert isinstance(lm.tables[3], features.SparseCounts)
+    assert not isinstance(lm.tables[2], features.SparseCounts)
+    dense = CharLM.__new__(CharLM)
+    dense.total, dense.tables = lm.total, lm.counts  # the same counts, all dense
+    assert isinstance(dense.tables[3], np.ndarray) and dense.tables[3].shape == (N_CODES**4,)
+    codes = encode(WORDS + noise)
+    for loo in (False, True):
+        assert np.array_equal(lm.features(codes, loo), dense.features(codes, loo))
+    again = CharLM(lm.counts)
+    assert all(np.array_equal(a, b) for a, b in zip(again.counts, lm.counts, strict=True))
+    empty = features.SparseCounts(np.zeros(N_CODES**4, dtype=np.uint32))
+    assert not empty.take(np.array([[0, 5, N_CODES**4 - 1]])).any()
