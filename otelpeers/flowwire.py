@@ -88,6 +88,21 @@ _REASONS = {r.value: r for r in CloseReason}
 _FAMILIES = {int(f): f for f in (socket.AF_INET, socket.AF_INET6)}
 
 
+MAX_OWNERS = 65_536  # Owners kept for reuse by unpack_flows (then it starts over)
+_owners: dict[tuple[Any, ...], Owner] = {}
+
+
+def _owner(values: tuple[Any, ...]) -> Owner:
+    """One Owner per distinct process across rounds: a frozen dataclass costs about a
+    microsecond to build, and a round's flows come from few processes."""
+    o = _owners.get(values)
+    if o is None:
+        if len(_owners) >= MAX_OWNERS:
+            _owners.clear()
+        o = _owners[values] = Owner(*values)
+    return o
+
+
 def unpack_flows(packed: Packed) -> list[FlowRecord]:
     """The inverse of pack_flows (detections empty)."""
     if not packed:
@@ -95,6 +110,7 @@ def unpack_flows(packed: Packed) -> list[FlowRecord]:
     (rows, owners, counters, tcps, listeners, dnss, families, sock_types, directions, reasons,
      rare) = packed
     files_at = dict(rare)
+    owner = _owner
     out = []
     for i, row in enumerate(rows):
         (flow_id, cookie, transport, laddr, lport, paddr, pport, start, end, netns, peer_id,
@@ -106,11 +122,11 @@ def unpack_flows(packed: Packed) -> list[FlowRecord]:
         out.append(FlowRecord(
             flow_id, cookie, transport, _FAMILIES.get(family, family), sock_types[i],
             _DIRECTIONS[directions[i]], laddr, lport, paddr, pport, start, end,
-            None if o is None else Owner(*o), netns, Counters(*counters[i]),
+            None if o is None else owner(o), netns, Counters(*counters[i]),
             None if t is None else TcpInfo(*t),
             _REASONS[reasons[i]],
             None if li is None else Listener(li[0], li[1], li[2], li[3],
-                                             None if li[4] is None else Owner(*li[4])),
+                                             None if li[4] is None else owner(li[4])),
             peer_id, complete,
             None if d is None else DnsAnnotation(d[0], d[1], tuple(d[2]), d[3], d[4]),
             () if fs is None else tuple(FileAccess(*f) for f in fs), summary, adopted))

@@ -38,6 +38,22 @@ def test_flows_survive_the_trip() -> None:
     assert unpack_flows(pack_flows([])) == []
 
 
+def test_unpacked_flows_share_one_owner_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Owners are rebuilt once per distinct process, across rounds, within a bound."""
+    from otelpeers import flowwire
+
+    monkeypatch.setattr(flowwire, "_owners", {})
+    flows = list(many(200, processes=5))
+    first = unpack_flows(marshal.loads(marshal.dumps(pack_flows(flows), MARSHAL_VERSION)))
+    again = unpack_flows(pack_flows(flows))
+    assert first == flows == again
+    assert len({id(r.owner) for r in first + again}) == 5
+    monkeypatch.setattr(flowwire, "MAX_OWNERS", 3)
+    monkeypatch.setattr(flowwire, "_owners", {})
+    assert unpack_flows(pack_flows(flows)) == flows
+    assert len(flowwire._owners) <= 3
+
+
 # ---- the same verdicts as in-process ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DetectConfig]:
