@@ -9,6 +9,7 @@ from otelpeers.dns.transactions import DnsTransaction
 
 if TYPE_CHECKING:
     from otelpeers.detect.model import Detection
+    from otelpeers.events import Owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +23,8 @@ class DnsLookup:
     txn: DnsTransaction
     upstream_txn_id: str | None = None
     detections: tuple[Detection, ...] = ()
+
+    @property
+    def owner(self) -> Owner | None:
+        """The querying process, as FlowRecord.owner: sinks take either without a test."""
+        return self.txn.owner

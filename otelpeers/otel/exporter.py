@@ -103,7 +103,7 @@ class SpanSink:
     def _export(self, items: list[SpanItem]) -> bool:
         batch = SpanBatch(self._exporter, self._ids)  # the same encoding as the child's
         for item in items:
-            owner = item.txn.owner if isinstance(item, DnsLookup) else item.owner
+            owner = item.owner
             try:
                 batch.add(item, self._resources.get(owner))
             except Exception:  # one malformed record must not lose the batch

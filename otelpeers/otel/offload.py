@@ -142,7 +142,7 @@ class OffloadedExport:
         lookups: list[tuple[Any, Any]] = []
         pickled: list[tuple[Any, bytes]] = []
         for item in items:
-            owner = item.txn.owner if isinstance(item, DnsLookup) else item.owner
+            owner = item.owner
             key = resource_key(owner)
             if key not in self._sent_resources:
                 frames.append(("res", key, resource_attributes(owner)))
