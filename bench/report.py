@@ -67,14 +67,20 @@ class Figure:
     baseline_label: str = ""
     target: Target | None = None
     note: str = ""
+    # Why the value alone cannot decide the target, and the verdict that forces instead:
+    # (reason, False) NOT met, e.g. spans lost at export although every record was made;
+    # (reason, None) not measured, e.g. the load generator did not reach the asked rate.
+    overrule: tuple[str, bool | None] | None = None
     ratio: float | None = field(init=False, default=None)
     met: bool | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         r = ratio(self.value, self.baseline)
         object.__setattr__(self, "ratio", r)
-        object.__setattr__(self, "met", None if self.target is None
-                           else self.target.met(self.value, r))
+        met = None if self.target is None else self.target.met(self.value, r)
+        if self.target is not None and self.overrule is not None:
+            met = self.overrule[1]
+        object.__setattr__(self, "met", met)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -114,7 +120,8 @@ def markdown_table(figures: Sequence[Figure]) -> str:
         rows.append("| " + " | ".join(_cell(c) for c in (
             f.group, f.name, f"{fmt(f.value)} {f.unit}".strip(), base,
             "-" if f.ratio is None else f"{f.ratio:.3f}",
-            "-" if f.target is None else f.target.text(f.unit), verdict(f), f.note)) + " |")
+            "-" if f.target is None else f.target.text(f.unit), verdict(f),
+            f.note if f.overrule is None else f"{f.note}; {f.overrule[0]}")) + " |")
     return "\n".join(rows)
 
 
@@ -133,9 +140,12 @@ def summary_markdown(meta: dict[str, Any], figures: Sequence[Figure],
     met = sum(1 for f in figures if f.met is True)
     missed = [f for f in figures if f.met is False]
     with_target = sum(1 for f in figures if f.target is not None)
+    unmeasured = [f for f in figures if f.target is not None and f.met is None]
     lines.append(f"Targets: {met} of {with_target} met"
-                 + (f"; not met: {', '.join(f'{f.group}/{f.name}' for f in missed)}."
-                    if missed else "."))
+                 + (f"; not met: {', '.join(f'{f.group}/{f.name}' for f in missed)}"
+                    if missed else "")
+                 + (f"; not measured: {', '.join(f'{f.group}/{f.name}' for f in unmeasured)}"
+                    if unmeasured else "") + ".")
     lines += ["", markdown_table(figures)]
     if errors:
         lines += ["", "Benchmarks that could not run:", ""]

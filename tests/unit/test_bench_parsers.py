@@ -98,6 +98,21 @@ def test_a_step_with_dropped_spans_is_lossy() -> None:
     assert lossy_step({**row, "server_records": 9})
 
 
+def test_the_sustained_step_is_judged_on_spans_and_on_the_rate_reached() -> None:
+    from bench.figures import loss_overrule
+
+    row = {"connections_ok": 10, "client_records": 10, "server_records": 10, "spans_lost": 0,
+           "achieved_rate": 10_000}
+    assert loss_overrule(row, 10_000) is None  # lossless at the asked rate: records decide
+    why, met = loss_overrule({**row, "spans_lost": 2}, 10_000)  # type: ignore[misc]
+    assert met is False and "2 spans" in why
+    why, met = loss_overrule({**row, "achieved_rate": 6_900}, 10_000)  # type: ignore[misc]
+    assert met is None and "6,900 of the 10,000" in why
+    # lossy at a lower rate than asked: NOT met on the records themselves
+    assert loss_overrule({**row, "achieved_rate": 6_900, "client_records": 9}, 10_000) is None
+    assert loss_overrule({**row, "achieved_rate": 9_600}, 10_000) is None  # reached
+
+
 def test_bench_config_is_valid_for_the_agent(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(config_yaml(str(tmp_path / "otlp dir"), {"max_sockets": 262144},

@@ -21,6 +21,7 @@ from bench.report import (  # noqa: E402
     ratio,
     splice,
     summary_markdown,
+    verdict,
 )
 
 
@@ -92,6 +93,22 @@ def test_summary_lists_missed_targets_and_errors() -> None:
     assert "kernel 6.18" in md and "EPYC" in md
     assert "`tcplife`: RuntimeError: no kprobes" in md
     assert "- a note" in md
+
+
+def test_an_overruled_figure_takes_the_forced_verdict_and_says_why() -> None:
+    lost = Figure("loss", "spans", 100, "flows", 100, "made", Target(">=", 1.0), "n",
+                  overrule=("NOT met: 3 spans failed or dropped at export", False))
+    short = Figure("loss", "slow", 100, "flows", 100, "made", Target(">=", 1.0), "n",
+                   overrule=("not measured: the generator reached 6,900", None))
+    assert lost.ratio == 1.0 and lost.met is False
+    assert short.met is None and verdict(short) == "not measured"
+    rows = markdown_table([lost, short]).splitlines()
+    assert "NOT met" in rows[2] and "n; NOT met: 3 spans failed" in rows[2]
+    assert "| not measured | n; not measured: the generator reached 6,900 |" in rows[3]
+    md = summary_markdown({}, [lost, short], {})
+    assert "Targets: 0 of 2 met; not met: loss/spans; not measured: loss/slow." in md
+    # no target: nothing to overrule
+    assert Figure("g", "x", 1, "", overrule=("why", False)).met is None
 
 
 def test_splice_replaces_only_the_generated_block() -> None:
