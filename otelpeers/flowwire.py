@@ -88,7 +88,7 @@ _REASONS = {r.value: r for r in CloseReason}
 _FAMILIES = {int(f): f for f in (socket.AF_INET, socket.AF_INET6)}
 
 
-MAX_OWNERS = 65_536  # Owners kept for reuse by unpack_flows (then it starts over)
+MAX_OWNERS = 4096  # Owners kept for reuse by unpack_flows (then it starts over): ~1 MB
 _owners: dict[tuple[Any, ...], Owner] = {}
 
 
