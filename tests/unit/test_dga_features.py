@@ -80,7 +80,8 @@ def test_char_lm_rejects_bad_tables() -> None:
         CharLM([np.zeros(N_CODES)])
 
 
-def test_sparse_order4_table_gives_the_dense_tables_features() -> None:
+def test_sparse_order4_table_gives_the_dense_tables_features(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The order-4 counts are kept as their non-zero ids (12 MB dense): every feature, with
     leave-one-out too, equals the dense table's, and the artefact's dense tables come back."""
     from otelpeers.detect.dga import features
@@ -91,8 +92,9 @@ def test_sparse_order4_table_gives_the_dense_tables_features() -> None:
     lm = CharLM.fit(WORDS * 2 + noise[:100])
     assert isinstance(lm.tables[3], features.SparseCounts)
     assert not isinstance(lm.tables[2], features.SparseCounts)
-    dense = CharLM.__new__(CharLM)
-    dense.total, dense.tables = lm.total, lm.counts  # the same counts, all dense
+    with monkeypatch.context() as m:
+        m.setattr(features, "SPARSE_ABOVE", N_CODES**4)  # the same counts, all dense
+        dense = CharLM(lm.counts)
     assert isinstance(dense.tables[3], np.ndarray) and dense.tables[3].shape == (N_CODES**4,)
     codes = encode(WORDS + noise)
     for loo in (False, True):
