@@ -90,6 +90,29 @@ def parse_summary(stderr: str) -> AgentSummary | None:
                         {str(k): int(v) for k, v in parsed.items()}, int(m["decode"]), *spans)
 
 
+PROGRAM_CACHE = "progcache"
+
+
+def has_program_cache(root: Path) -> bool:
+    """Whether the agent in root knows kernel.program_cache (older checkouts, compared with
+    --agent-root, do not)."""
+    with contextlib.suppress(OSError):
+        return "program_cache" in (root / "otelpeers" / "config.py").read_text()
+    return False
+
+
+def cache_outcome(stderr_path: str) -> bool | None:
+    """True: the agent loaded its programs from the cache; False: it compiled; None: it did
+    not say (an agent without a program cache)."""
+    with contextlib.suppress(OSError):
+        text = Path(stderr_path).read_text(errors="replace")
+        if "sensors loaded from the program cache" in text:
+            return True
+        if "sensors compiled" in text:
+            return False
+    return None
+
+
 def config_yaml(files_dir: str, kernel: dict[str, Any] | None = None,
                 flows: dict[str, Any] | None = None,
                 detect: dict[str, Any] | None = None) -> str:
@@ -148,6 +171,7 @@ class AgentProc:
     root: Path = REPO  # the checkout whose agent runs (python -m otelpeers from there)
     p: subprocess.Popen | None = None
     startup_s: float | None = None
+    cached: bool | None = None  # programs from the program cache (None: the agent did not say)
     summary: AgentSummary | None = None
     stderr_tail: str = ""
 
@@ -176,7 +200,10 @@ class AgentProc:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.workdir / f"{self.name}.yaml"
         detect = {"state_dir": str(self.workdir / f"{self.name}-state")} | self.detect
-        cfg.write_text(config_yaml(str(self.workdir / f"{self.name}-otlp"), self.kernel,
+        kernel = dict(self.kernel)
+        if has_program_cache(self.root):  # one per bench run: its first start compiles
+            kernel = {"program_cache": str(self.workdir / PROGRAM_CACHE)} | kernel
+        cfg.write_text(config_yaml(str(self.workdir / f"{self.name}-otlp"), kernel,
                                    self.flows, detect))
         ready = self.workdir / f"{self.name}.ready"
         ready.unlink(missing_ok=True)
@@ -195,6 +222,7 @@ class AgentProc:
                 raise RuntimeError(f"agent did not get ready: {self.stderr_tail[-800:]}")
             time.sleep(0.01)
         self.startup_s = time.monotonic() - t0
+        self.cached = cache_outcome(self._err.name)
         return self.startup_s
 
     def rss(self) -> int | None:

@@ -35,6 +35,8 @@ class KernelConfig:
     attach_mode: str = "link"  # link: detached by the kernel when the agent dies; legacy
     cgroup_path: str | None = None  # cgroup-v2 root; detected from /proc/mounts when unset
     adopt_existing: bool = True  # seed the kernel tables with sockets older than the agent
+    # compiled programs kept between starts (only the first start runs clang); "" = off
+    program_cache: str = "/var/cache/otelpeers"
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,10 @@ class Config:
         _check(k.stats_interval_s > 0, "kernel.stats_interval_s", "must be > 0")
         _check(k.attach_mode in ("link", "legacy"), "kernel.attach_mode",
                f"must be 'link' or 'legacy', got {k.attach_mode!r}")
+        _check(k.program_cache == "" or (os.path.isabs(k.program_cache)
+                                         and "\0" not in k.program_cache),
+               "kernel.program_cache", "must be an absolute directory path, or \"\" to "
+               f"compile at every start; got {k.program_cache!r}")
         f = self.flows
         for name in ("udp_idle_timeout_s", "icmp_idle_timeout_s", "tcp_close_grace_s"):
             _check(getattr(f, name) > 0, f"flows.{name}", "must be > 0")

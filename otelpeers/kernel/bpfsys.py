@@ -25,6 +25,7 @@ PROGRAM_PREFIX = "otelp_"
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 
+BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
@@ -114,6 +115,46 @@ def helper_allowed(prog_type: int, helper: int) -> bool:
         return False
     os.close(fd)
     return True
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
+               flags: int = 0, name: str = "", inner_map_fd: int = 0) -> int:
+    """BPF_MAP_CREATE; returns the map fd (close-on-exec, as every bpf(2) fd)."""
+    attr = _attr((0, "I", map_type), (4, "I", key_size), (8, "I", value_size),
+                 (12, "I", max_entries), (16, "I", flags), (20, "I", inner_map_fd))
+    raw = name.encode("ascii", "replace")[:15]
+    ctypes.memmove(ctypes.addressof(attr) + 28, raw, len(raw))  # map_name[16]
+    return _bpf(BPF_MAP_CREATE, attr)
+
+
+def prog_load(prog_type: int, insns: bytes, *, license_: str = "GPL", kern_version: int = 0,
+              name: str = "", expected_attach_type: int = 0) -> int:
+    """BPF_PROG_LOAD; returns the program fd. A refusal raises BpfError with the tail of
+    the verifier's log (the load is repeated with the log on, as bpftool does)."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license_.encode("ascii", "replace"))
+
+    def attempt(log: ctypes.Array[ctypes.c_char] | None) -> int:
+        attr = _attr((0, "I", prog_type), (4, "I", len(insns) // 8),
+                     (8, "Q", ctypes.addressof(code)), (16, "Q", ctypes.addressof(lic)),
+                     (40, "I", kern_version), (68, "I", expected_attach_type))
+        if log is not None:
+            struct.pack_into("IIQ", attr, 24, 1, ctypes.sizeof(log), ctypes.addressof(log))
+        raw = name.encode("ascii", "replace")[:15]
+        ctypes.memmove(ctypes.addressof(attr) + 48, raw, len(raw))  # prog_name[16]
+        return _bpf(BPF_PROG_LOAD, attr)
+
+    try:
+        return attempt(None)
+    except BpfError as exc:
+        if exc.errno not in (errno.EACCES, errno.EINVAL):
+            raise
+        log = ctypes.create_string_buffer(1 << 20)
+        try:
+            return attempt(log)  # a refusal can be transient (memory); then it loads here
+        except BpfError as again:
+            tail = log.value.decode("ascii", "replace").strip()[-1500:]
+            raise BpfError(again.errno, f"{again.strerror}; verifier: {tail}") from None
 
 
 def link_create(prog_fd: int, cgroup_fd: int, attach_type: int) -> int:

@@ -9,9 +9,16 @@ descriptors now belong to the agent: maps and programs live while it holds them,
 tracepoint stays attached while its perf event fd is open. So LLVM, clang and libbcc are
 mapped only in this child for about a second, never in the long-running agent.
 
+With a program cache directory set (kernel.program_cache), the child first looks there
+for an earlier compile of the same text, cflags and kernel (progcache.py) and loads it
+without bcc (objload.py); only a miss compiles, and records what it compiled for next time.
+
 Protocol (SOCK_SEQPACKET, one message each way, then an ack):
-    agent -> child  {"text": str, "cflags": [str], "programs": [[name, bcc type, attach]]}
-    child -> agent  {"maps": [names], "programs": [names], "tracepoints": [names]} + fds,
+    agent -> child  {"text": str, "cflags": [str], "programs": [[name, bcc type, attach]],
+                     "cache_dir": str ("" for none)}
+    child -> agent  {"maps": [names], "programs": [names], "tracepoints": [names],
+                     "tracepoint_programs": [names], "cache": hit|compiled,
+                     "cache_why": why not a hit, "cache_kept": written|off|why not} + fds,
                     in that order; or {"error": message, "stage": compile|tracepoint|program}
     agent -> child  b"ok" (the child exits; its copies of the fds close with it)
 """
@@ -21,14 +28,18 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import sys
 import traceback
 from typing import Any
 
+from otelpeers.kernel import bpfsys, objload, progcache
+
 MAX_MESSAGE = 1 << 20
 PR_SET_PDEATHSIG = 1
+MAP_TYPE_HASH_OF_MAPS = 13
 
 
 def _die_with_parent() -> None:
@@ -56,8 +67,9 @@ def _table_names(b: Any) -> list[str]:
     return [lib.bpf_table_name(b.module, i).decode() for i in range(n)]
 
 
-def build(request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-    """Compile and load; (answer, fds) or raises with the stage that failed."""
+def build(request: dict[str, Any]) -> tuple[dict[str, Any], list[int], Any]:
+    """Compile and load; (answer, fds, bcc's module object) or raises with the stage that
+    failed."""
     try:
         from bcc import BPF, lib
     except ImportError as exc:
@@ -93,7 +105,53 @@ def build(request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
     n = len(request["programs"])
     answer = {"maps": maps, "programs": programs[:n], "tracepoints": tracepoints,
               "tracepoint_programs": programs[n:]}
-    return answer, fds
+    return answer, fds, b
+
+
+_MAP_OF_MAPS = re.compile(r'BPF_(?:ARRAY|HASH)_OF_MAPS\(\s*(\w+)\s*,\s*"(\w+)"')
+TRACEPOINT_PREFIX = "tracepoint__"
+
+
+def capture(b: Any, request: dict[str, Any], answer: dict[str, Any],
+            fds: list[int]) -> progcache.Entry:
+    """What a later start needs to load the same programs without compiling (progcache)."""
+    from bcc import BPF, lib
+
+    inner_of = dict(_MAP_OF_MAPS.findall(request["text"]))
+    map_defs, fd_index = [], {}
+    for i, (name, fd) in enumerate(zip(answer["maps"], fds, strict=False)):
+        info = bpfsys.map_info(fd)
+        inner = inner_of.get(name, "")
+        if info.map_type in (bpfsys.MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS) and not inner:
+            raise progcache.CacheRefused(f"map {name}: its template map is not known")
+        map_defs.append(progcache.MapDef(name, info.map_type, info.key_size, info.value_size,
+                                         info.max_entries, info.flags, inner))
+        fd_index[fd] = i
+    lib.bpf_function_start.restype = ctypes.c_void_p
+    lib.bpf_function_size.restype = ctypes.c_size_t
+    lib.bpf_module_license.restype = ctypes.c_char_p
+    lib.bpf_module_kern_version.restype = ctypes.c_uint
+    license_ = (lib.bpf_module_license(b.module) or b"GPL").decode()
+    kern_version = int(lib.bpf_module_kern_version(b.module))
+    kinds = {name: (getattr(BPF, t), max(attach, 0)) for name, t, attach in request["programs"]}
+    progs = []
+    for name in answer["programs"] + answer["tracepoint_programs"]:
+        start = lib.bpf_function_start(b.module, name.encode())
+        size = lib.bpf_function_size(b.module, name.encode())
+        if not start or not size:
+            raise progcache.CacheRefused(f"program {name}: bcc has no instructions for it")
+        insns = ctypes.string_at(start, size)
+        if name in kinds:
+            prog_type, attach, tracepoint = *kinds[name], ""
+        elif name.startswith(TRACEPOINT_PREFIX):
+            prog_type, attach = BPF.TRACEPOINT, 0
+            tracepoint = name[len(TRACEPOINT_PREFIX):].replace("__", ":", 1)
+        else:
+            raise progcache.CacheRefused(f"program {name}: not a cgroup or tracepoint program")
+        progs.append(progcache.ProgDef(name, prog_type, attach, license_, kern_version, insns,
+                                       progcache.relocations(insns, fd_index), tracepoint))
+    return progcache.Entry(progcache.cache_key(request["text"], request["cflags"]),
+                           tuple(map_defs), tuple(progs))
 
 
 class StageError(Exception):
@@ -103,13 +161,53 @@ class StageError(Exception):
         self.program = program
 
 
+def from_cache(request: dict[str, Any]) -> tuple[dict[str, Any] | None, list[int], str]:
+    """(answer, fds, why): the answer from the program cache, or None and why not: "off",
+    "no entry", or the problem with the entry (which the agent reports)."""
+    directory = request.get("cache_dir") or ""
+    if not directory:
+        return None, [], "off"
+    key = progcache.cache_key(request["text"], request["cflags"])
+    try:
+        entry = progcache.read(directory, key)
+    except progcache.NoEntry:
+        return None, [], "no entry"
+    except progcache.CacheRefused as exc:
+        return None, [], f"entry not used: {exc}"
+    try:
+        answer, fds = objload.instantiate(entry)
+    except progcache.CacheRefused as exc:
+        progcache.discard(directory, key)  # compiled again by the caller, and rewritten
+        return None, [], f"entry did not load and was removed: {exc}"
+    return answer, fds, ""
+
+
+def compile_and_keep(request: dict[str, Any]) -> tuple[dict[str, Any], list[int], str]:
+    """Compile with bcc; record the result for the next start where a cache is set.
+    The third item: "written", "off", or why nothing was written."""
+    answer, fds, b = build(request)
+    directory = request.get("cache_dir") or ""
+    if not directory:
+        return answer, fds, "off"
+    try:
+        progcache.write(directory, capture(b, request, answer, fds))
+    except (progcache.CacheRefused, OSError) as exc:
+        return answer, fds, f"not written: {exc}"
+    return answer, fds, "written"
+
+
 def main(argv: list[str]) -> int:
     _die_with_parent()
     sock = socket.socket(fileno=int(argv[1]))
     try:
         request = json.loads(sock.recv(MAX_MESSAGE))
         try:
-            answer, fds = build(request)
+            cached, fds, why = from_cache(request)
+            if cached is not None:
+                answer = cached | {"cache": "hit"}
+            else:
+                answer, fds, kept = compile_and_keep(request)
+                answer |= {"cache": "compiled", "cache_why": why, "cache_kept": kept}
         except StageError as exc:
             _send(sock, {"error": str(exc), "stage": exc.stage, "program": exc.program})
             return 1

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from otelpeers import abi
 from otelpeers.config import Config
-from otelpeers.kernel import bpfsys
+from otelpeers.kernel import bpfsys, objload
 from otelpeers.kernel.cgroup import find_cgroup2_mount
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def skb_netns_cookie() -> bool:
     return bpfsys.helper_allowed(bpfsys.PROG_TYPE_CGROUP_SKB, bpfsys.FUNC_GET_NETNS_COOKIE)
 
 
-TRACEFS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
+TRACEFS = objload.TRACEFS_EVENTS
 # Fields the kernel-reply probes read (bpf/sockets.bpf.c); older kernels have the same
 # tracepoints with other layouts, where the probes are left out instead of failing to compile.
 KERNEL_REPLY_FIELDS = {
@@ -165,6 +165,7 @@ class KernelSensors:
         self.ringbuf_fd = -1
         self.agg_active = 0
         self.adoption: AdoptionStats | None = None  # what start() seeded (adopt_existing)
+        self.cache_outcome = ""  # "hit" or "compiled": how the programs were obtained
         self._tracepoints: list[int] = []  # perf event fds: open = attached
         self._links: list[int] = []
         self._legacy: list[tuple[int, int]] = []  # (prog fd, attach type)
@@ -238,6 +239,7 @@ class KernelSensors:
             self._take_fds(answer, fds)
         finally:
             compilation.close()
+        self.cache_outcome = report_cache(answer, self.config.kernel.program_cache)
 
     def _take_fds(self, answer: dict[str, list[str]], fds: list[int]) -> None:
         it = iter(fds)
@@ -334,7 +336,8 @@ class Compilation:
         self.request = {"text": program_text(), "cflags": cflags_for(config),
                         "programs": [[p.name, p.prog_type,
                                       p.attach_type if p.expected_attach else _BCC_NO_ATTACH]
-                                     for p in PROGRAMS]}
+                                     for p in PROGRAMS],
+                        "cache_dir": config.kernel.program_cache}
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = subprocess.Popen(
@@ -376,6 +379,24 @@ class Compilation:
             self._proc.wait()
 
 
+def report_cache(answer: dict[str, str], directory: str) -> str:
+    """Log how the programs were obtained; returns "hit" or "compiled"."""
+    outcome = answer.get("cache", "compiled")
+    why, kept = answer.get("cache_why", ""), answer.get("cache_kept", "")
+    if outcome == "hit":
+        log.info("sensors loaded from the program cache in %s (not compiled)", directory)
+        return outcome
+    for problem in (why if why not in ("", "off", "no entry") else "",
+                    kept if kept not in ("", "off", "written") else ""):
+        if problem:
+            log.warning("program cache %s: %s; the sensors were compiled (set "
+                        "kernel.program_cache to a private directory, or to \"\" to "
+                        "compile at every start)", directory, problem)
+    log.info("sensors compiled%s", f"; kept in the program cache in {directory} for the "
+             "next start" if kept == "written" else "")
+    return "compiled"
+
+
 _pending: Compilation | None = None
 
 
@@ -393,7 +414,8 @@ def precompile(config: Config) -> None:
 def _take_pending(config: Config) -> Compilation | None:
     global _pending
     c, _pending = _pending, None
-    if c is not None and c.request["cflags"] != cflags_for(config):
+    if c is not None and (c.request["cflags"] != cflags_for(config)
+                          or c.request["cache_dir"] != config.kernel.program_cache):
         c.close()  # compiled for another configuration: start again
         return None
     return c

@@ -10,7 +10,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the bench package
 
-from bench.agent import FlowCount, config_yaml, count_flows, parse_summary  # noqa: E402
+from bench.agent import (  # noqa: E402
+    REPO,
+    FlowCount,
+    cache_outcome,
+    config_yaml,
+    count_flows,
+    has_program_cache,
+    parse_summary,
+)
 from bench.figures import parse_iperf_bps, parse_lost, parse_tcplife  # noqa: E402
 from bench.host import (  # noqa: E402
     ProgStat,
@@ -200,3 +208,16 @@ def test_tcplife_output_counts_both_sides_and_lost_samples() -> None:
     ])
     assert parse_tcplife(out, "10.232.5.2", 7000) == (1, 1)
     assert parse_lost(out) == 15
+
+
+def test_cache_outcome_from_the_agents_log(tmp_path: Path) -> None:
+    log = tmp_path / "agent.stderr"
+    log.write_text("INFO otelpeers.kernel.loader: sensors loaded from the program cache in "
+                   "/x (not compiled)\n")
+    assert cache_outcome(str(log)) is True
+    log.write_text("INFO otelpeers.kernel.loader: sensors compiled; kept in the program cache\n")
+    assert cache_outcome(str(log)) is False
+    log.write_text("an older agent says neither\n")
+    assert cache_outcome(str(log)) is None
+    assert cache_outcome(str(tmp_path / "absent")) is None
+    assert has_program_cache(REPO) and not has_program_cache(tmp_path)

@@ -262,6 +262,11 @@ def test_configmap_agent_config_validates() -> None:
     mounted = {m["mountPath"] for m in container["volumeMounts"]}
     assert str(Path(cfg.export.files.directory)) in mounted
     assert str(Path(cfg.graph.socket_path).parent) in mounted
+    # The compiled programs outlive the pod (a restart skips the compiler).
+    cache = next(m for m in container["volumeMounts"]
+                 if m["mountPath"] == cfg.kernel.program_cache)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[cache["name"]]["hostPath"]["path"] == cfg.kernel.program_cache
 
 
 def test_daemonset_gives_the_agent_what_it_needs() -> None:
