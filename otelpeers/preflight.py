@@ -381,6 +381,35 @@ def check_stale_programs(config: Config, mounts_text: str | None = None) -> Chec
                    f"`bpftool cgroup detach {path} <attach type> id <id>`")
 
 
+# ---- program cache ------------------------------------------------------------------------
+
+def check_program_cache(config: Config) -> CheckResult:
+    """Whether the next start loads compiled programs from kernel.program_cache or compiles."""
+    from otelpeers.kernel import progcache
+    from otelpeers.kernel.loader import cflags_for, program_text
+
+    directory = config.kernel.program_cache
+    name = "program cache"
+    if not directory:
+        return _result(name, True, "off (kernel.program_cache is \"\"): every start compiles")
+    key = progcache.cache_key(program_text(), cflags_for(config))
+    try:
+        progcache.read(directory, key)
+    except progcache.NoEntry:
+        return _result(name, True, f"nothing kept in {directory} for this kernel and "
+                       "configuration yet: the next start compiles (about 2 s) and keeps it")
+    except progcache.UnsafeCache as exc:
+        return _result(name, False, f"{directory} is not used: {exc}",
+                       f"`chown root: {directory} && chmod 700 {directory}` (a link: replace "
+                       "it with a directory), or point kernel.program_cache at a directory "
+                       "only root can write")
+    except progcache.CacheRefused as exc:
+        return _result(name, True, f"the entry in {directory} is unusable ({exc}): the "
+                       "next start compiles and replaces it")
+    return _result(name, True, f"programs compiled for this kernel and configuration are kept "
+                   f"in {directory}: the next start loads them without compiling")
+
+
 # ---- table --------------------------------------------------------------------------------
 
 def _guarded(name: str, fn: Callable[[], CheckResult | list[CheckResult]]) -> list[CheckResult]:
@@ -401,6 +430,7 @@ def run_checks(config: Config) -> list[CheckResult]:
     results += _guarded("tracefs", check_tracefs)
     results += _guarded("bcc", lambda: check_bcc_programs(config))
     results += _guarded("stale programs", lambda: check_stale_programs(config))
+    results += _guarded("program cache", lambda: check_program_cache(config))
     return results
 
 

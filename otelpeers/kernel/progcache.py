@@ -55,6 +55,10 @@ class NoEntry(CacheRefused):
     """Nothing cached for this key yet (the first start, or after a change)."""
 
 
+class UnsafeCache(CacheRefused):
+    """The directory or file may have been written by someone else: never used."""
+
+
 @dataclass(frozen=True)
 class MapDef:
     name: str
@@ -207,9 +211,9 @@ def from_json(data: Any, key: str) -> Entry:
 # ---- the directory -------------------------------------------------------------------------
 def _private(st: os.stat_result, what: str) -> None:
     if st.st_uid != os.geteuid():
-        raise CacheRefused(f"{what} is owned by uid {st.st_uid}, not by this user")
+        raise UnsafeCache(f"{what} is owned by uid {st.st_uid}, not by this user")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise CacheRefused(f"{what} is writable by others (mode {stat.S_IMODE(st.st_mode):o})")
+        raise UnsafeCache(f"{what} is writable by others (mode {stat.S_IMODE(st.st_mode):o})")
 
 
 def _check_dir(directory: str) -> None:
@@ -220,7 +224,7 @@ def _check_dir(directory: str) -> None:
     except OSError as exc:
         raise CacheRefused(f"{directory}: {exc.strerror}") from None
     if not stat.S_ISDIR(st.st_mode):
-        raise CacheRefused(f"{directory} is not a directory (or is a link)")
+        raise UnsafeCache(f"{directory} is not a directory (or is a link)")
     _private(st, directory)
 
 
@@ -236,12 +240,12 @@ def read(directory: str, key: str) -> Entry:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NoEntry("no entry yet") from None
-    except OSError as exc:
-        raise CacheRefused(f"{path}: {exc.strerror}") from None
+    except OSError as exc:  # ELOOP: a link
+        raise UnsafeCache(f"{path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise CacheRefused(f"{path} is not a regular file")
+            raise UnsafeCache(f"{path} is not a regular file")
         _private(st, path)
         if st.st_size > MAX_ENTRY_BYTES:
             raise CacheRefused(f"{path} is {st.st_size} bytes, over {MAX_ENTRY_BYTES}")

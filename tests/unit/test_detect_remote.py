@@ -198,3 +198,15 @@ def test_config_is_validated() -> None:
     for key, value in (("nice", 20), ("max_judge_delay_s", -1), ("max_backlog", 0)):
         with pytest.raises(ConfigError, match=f"detect.{key}"):
             parse_config({"detect": {key: value}})
+
+
+def test_the_detection_process_keeps_blas_to_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting wins
+    stage = RemoteDetectStage(DetectConfig())
+    try:
+        assert stage._proc is not None
+        environ = Path(f"/proc/{stage._proc.pid}/environ").read_bytes().split(b"\0")
+        assert b"OPENBLAS_NUM_THREADS=1" in environ and b"OMP_NUM_THREADS=3" in environ
+    finally:
+        stage.close()

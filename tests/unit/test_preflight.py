@@ -242,3 +242,32 @@ def test_main_check_exit_status(monkeypatch: pytest.MonkeyPatch,
     assert "FAIL" in out and "1 failed" in out
     monkeypatch.setattr(preflight, "run_checks", lambda cfg: [CheckResult("a", True, "ok")])
     assert preflight.main_check(Config()) == 0
+
+
+def _cache_config(directory: str) -> Config:
+    return Config(kernel=KernelConfig(program_cache=directory))
+
+
+def test_program_cache_rows(tmp_path: Path) -> None:
+    from otelpeers.kernel import progcache
+    from otelpeers.kernel.loader import cflags_for, program_text
+
+    off = preflight.check_program_cache(_cache_config(""))
+    assert off.ok and "every start compiles" in off.detail
+    d = tmp_path / "cache"
+    cfg = _cache_config(str(d))
+    first = preflight.check_program_cache(cfg)
+    assert first.ok and "next start compiles" in first.detail
+    key = progcache.cache_key(program_text(), cflags_for(cfg))
+    exit_insn = bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
+    progcache.write(str(d), progcache.Entry(key, (), (progcache.ProgDef(
+        "otelp_sock_new", 9, 2, "GPL", 0, exit_insn, (), ""),)))
+    kept = preflight.check_program_cache(cfg)
+    assert kept.ok and "without compiling" in kept.detail
+    Path(progcache.entry_path(str(d), key)).write_text("{}")
+    broken = preflight.check_program_cache(cfg)
+    assert broken.ok and "unusable" in broken.detail and "replaces it" in broken.detail
+    d.chmod(0o777)
+    unsafe = preflight.check_program_cache(cfg)
+    assert not unsafe.ok and "writable by others" in unsafe.detail
+    assert "chmod 700" in unsafe.fix
