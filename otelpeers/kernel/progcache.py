@@ -40,7 +40,8 @@ FORMAT = 1
 MAX_ENTRIES = 8
 MAX_ENTRY_BYTES = 16 << 20
 MAX_INSNS = 1 << 20  # the kernel's own limit on a program's instructions
-_NAME = re.compile(r"^[A-Za-z0-9_.:]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
+_TRACEPOINT = re.compile(r"^(?:\w{1,64}:\w{1,64})?$")  # category:event, names under tracefs
 LD_IMM64 = 0x18  # BPF_LD | BPF_DW | BPF_IMM: the first of two slots
 CALL = 0x85
 PSEUDO_MAP_FD = 1
@@ -202,9 +203,12 @@ def from_json(data: Any, key: str) -> Entry:
                     or insns[r[0] * 8] != LD_IMM64 or insns[r[0] * 8 + 1] >> 4 != 1):
                 raise CacheRefused(f"relocation {r!r} does not point at a map load")
             pairs.append((r[0], r[1]))
+        tracepoint = p.get("tracepoint")
+        if not isinstance(tracepoint, str) or not _TRACEPOINT.match(tracepoint):
+            raise CacheRefused(f"field 'tracepoint' is {tracepoint!r}, not category:event")
         programs.append(ProgDef(_str(p, "name"), _int(p, "prog_type"), _int(p, "attach_type"),
                                 _str(p, "license"), _int(p, "kern_version"), insns,
-                                tuple(pairs), _str(p, "tracepoint", empty=True)))
+                                tuple(pairs), tracepoint))
     return Entry(key, tuple(maps), tuple(programs))
 
 

@@ -81,6 +81,7 @@ def _tampered(change: dict[str, object], where: str = "programs") -> dict[str, o
     (_tampered({"relocs": [[1, 0]]}), "does not point at a map load"),  # the second slot
     (_tampered({"relocs": [[0, 3]]}), "does not point at a map load"),  # no such map
     (_tampered({"inner": "nowhere"}, "maps"), "template"),
+    (_tampered({"tracepoint": "../../x:id"}), "category:event"),
 ])
 def test_entries_are_checked_field_by_field(data: dict[str, object], why: str) -> None:
     with pytest.raises(CacheRefused, match=why):
