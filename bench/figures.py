@@ -299,7 +299,8 @@ def loss(ctx: Ctx) -> Result:
                        f"client side; server side {row['server_records']:,}; summary records "
                        f"stand for {row['client']['summarized'] + row['server']['summarized']:,}"
                        f"; kernel drops {row['drops_total']}; spans exported "
-                       f"{row['spans_exported']} of the agent's {row['agent_flows']} flows, "
+                       f"{row['spans_exported']} (flows and DNS lookups) for the agent's "
+                       f"{row['agent_flows']} flows, "
                        f"failed or dropped {row['spans_lost']}" + ("; LOSSY" if lossy else ""),
                        overrule=loss_overrule(row, asked_rate) if spans_target else None),
                 Figure("loss", f"tcplife sessions, {what}", row["tcplife_client"], "sessions",
