@@ -15,7 +15,7 @@ pytestmark = pytest.mark.kernel
 
 EXPECTED_ROWS = ["privileges", "bpf() syscall", "cgroup v2", "tracefs", "bcc", "kernel headers",
                  *[c[0] for c in PROGRAM_CHECKS], "prog tracepoint", "ring buffer",
-                 "stale programs"]
+                 "stale programs", "program cache"]
 PR_CAPBSET_DROP = 24
 
 
