@@ -39,7 +39,6 @@ from otelpeers.kernel import bpfsys, objload, progcache
 
 MAX_MESSAGE = 1 << 20
 PR_SET_PDEATHSIG = 1
-MAP_TYPE_HASH_OF_MAPS = 13
 
 
 def _die_with_parent() -> None:
@@ -113,7 +112,7 @@ TRACEPOINT_PREFIX = "tracepoint__"
 
 
 def capture(b: Any, request: dict[str, Any], answer: dict[str, Any],
-            fds: list[int]) -> progcache.Entry:
+            fds: list[int], key: str) -> progcache.Entry:
     """What a later start needs to load the same programs without compiling (progcache)."""
     from bcc import BPF, lib
 
@@ -122,7 +121,8 @@ def capture(b: Any, request: dict[str, Any], answer: dict[str, Any],
     for i, (name, fd) in enumerate(zip(answer["maps"], fds, strict=False)):
         info = bpfsys.map_info(fd)
         inner = inner_of.get(name, "")
-        if info.map_type in (bpfsys.MAP_TYPE_ARRAY_OF_MAPS, MAP_TYPE_HASH_OF_MAPS) and not inner:
+        of_maps = info.map_type in (bpfsys.MAP_TYPE_ARRAY_OF_MAPS, bpfsys.MAP_TYPE_HASH_OF_MAPS)
+        if of_maps and not inner:
             raise progcache.CacheRefused(f"map {name}: its template map is not known")
         map_defs.append(progcache.MapDef(name, info.map_type, info.key_size, info.value_size,
                                          info.max_entries, info.flags, inner))
@@ -150,8 +150,7 @@ def capture(b: Any, request: dict[str, Any], answer: dict[str, Any],
             raise progcache.CacheRefused(f"program {name}: not a cgroup or tracepoint program")
         progs.append(progcache.ProgDef(name, prog_type, attach, license_, kern_version, insns,
                                        progcache.relocations(insns, fd_index), tracepoint))
-    return progcache.Entry(progcache.cache_key(request["text"], request["cflags"]),
-                           tuple(map_defs), tuple(progs))
+    return progcache.Entry(key, tuple(map_defs), tuple(progs))
 
 
 class StageError(Exception):
@@ -161,13 +160,13 @@ class StageError(Exception):
         self.program = program
 
 
-def from_cache(request: dict[str, Any]) -> tuple[dict[str, Any] | None, list[int], str]:
+def from_cache(request: dict[str, Any], key: str
+               ) -> tuple[dict[str, Any] | None, list[int], str]:
     """(answer, fds, why): the answer from the program cache, or None and why not: "off",
     "no entry", or the problem with the entry (which the agent reports)."""
     directory = request.get("cache_dir") or ""
     if not directory:
         return None, [], "off"
-    key = progcache.cache_key(request["text"], request["cflags"])
     try:
         entry = progcache.read(directory, key)
     except progcache.NoEntry:
@@ -182,7 +181,8 @@ def from_cache(request: dict[str, Any]) -> tuple[dict[str, Any] | None, list[int
     return answer, fds, ""
 
 
-def compile_and_keep(request: dict[str, Any]) -> tuple[dict[str, Any], list[int], str]:
+def compile_and_keep(request: dict[str, Any], key: str
+                     ) -> tuple[dict[str, Any], list[int], str]:
     """Compile with bcc; record the result for the next start where a cache is set.
     The third item: "written", "off", or why nothing was written."""
     answer, fds, b = build(request)
@@ -190,7 +190,7 @@ def compile_and_keep(request: dict[str, Any]) -> tuple[dict[str, Any], list[int]
     if not directory:
         return answer, fds, "off"
     try:
-        progcache.write(directory, capture(b, request, answer, fds))
+        progcache.write(directory, capture(b, request, answer, fds, key))
     except (progcache.CacheRefused, OSError) as exc:
         return answer, fds, f"not written: {exc}"
     return answer, fds, "written"
@@ -202,11 +202,12 @@ def main(argv: list[str]) -> int:
     try:
         request = json.loads(sock.recv(MAX_MESSAGE))
         try:
-            cached, fds, why = from_cache(request)
+            key = progcache.cache_key(request["text"], request["cflags"])
+            cached, fds, why = from_cache(request, key)
             if cached is not None:
                 answer = cached | {"cache": "hit"}
             else:
-                answer, fds, kept = compile_and_keep(request)
+                answer, fds, kept = compile_and_keep(request, key)
                 answer |= {"cache": "compiled", "cache_why": why, "cache_kept": kept}
         except StageError as exc:
             _send(sock, {"error": str(exc), "stage": exc.stage, "program": exc.program})
