@@ -9,10 +9,17 @@ unique per boot; the boot id makes the ids unique across hosts and reboots.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from pathlib import Path
+
+try:
+    # hashlib.blake2b is this very type; importing hashlib would also load OpenSSL's
+    # libcrypto (about 4 MB resident per process) into the helper processes, which never
+    # use it
+    from _blake2 import blake2b
+except ImportError:  # an interpreter built without the module
+    from hashlib import blake2b
 
 _log = logging.getLogger(__name__)
 
@@ -38,7 +45,7 @@ class SpanIds:
         self._boot = boot_id if boot_id is not None else read_boot_id()
         # Keyed hashers with the kind already fed, copied per id: a third cheaper than
         # keying a new one each time (the export path names one or two spans per flow).
-        self._hashers = {kind: hashlib.blake2b(kind, digest_size=24, key=self._boot[:64])
+        self._hashers = {kind: blake2b(kind, digest_size=24, key=self._boot[:64])
                          for kind in (b"flow/", b"dns/")}
 
     @property

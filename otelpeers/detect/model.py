@@ -7,11 +7,11 @@ and a counter; `otelpeers detect` prints them as JSON lines.
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from otelpeers.events import Owner
+from otelpeers.ids import blake2b
 
 EvidenceValue = str | int | float | bool | tuple[str, ...] | tuple[int, ...] | tuple[float, ...]
 
@@ -115,6 +115,6 @@ class Detection:
     def __post_init__(self) -> None:
         if not self.detection_id:
             target = self.peer.key if self.peer is not None else ""
-            h = hashlib.blake2b(f"{self.rule.uuid}|{self.actor.key}|{target}|{self.time_ns}"
+            h = blake2b(f"{self.rule.uuid}|{self.actor.key}|{target}|{self.time_ns}"
                                 .encode(), digest_size=12).hexdigest()
             object.__setattr__(self, "detection_id", h)

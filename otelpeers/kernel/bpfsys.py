@@ -308,7 +308,11 @@ class BpfMap:
     possible_cpus() values, each padded to 8 bytes, one after the other.
     """
 
-    BATCH = 4096  # elements per batch syscall
+    BATCH = 4096  # elements per batch syscall, at most
+    # Bytes of one batch's keys and values, at most: per-CPU values grow with the CPU count,
+    # and the buffers are kept for the map's life (a 4096-element batch of a per-CPU map
+    # would hold megabytes on a big host). Smaller batches only mean more syscalls.
+    BATCH_BYTES = 256 * 1024
 
     def __init__(self, fd: int, name: str = "") -> None:
         self.fd = fd
@@ -368,10 +372,12 @@ class BpfMap:
         """Every element, in batches (BPF_MAP_LOOKUP[_AND_DELETE]_BATCH): (keys, values, n),
         views of reused buffers, valid until the next batch is asked for; unpack them in
         place. With delete, each element read is removed in the same kernel operation."""
-        n = self.BATCH
         if self._batch_keys is None:
+            n = self.batch_elements()
             self._batch_keys = ctypes.create_string_buffer(n * self.key_size)
             self._batch_values = ctypes.create_string_buffer(n * self.value_size)
+        else:  # as many as the kept buffers hold (grown once by a large bucket: ENOSPC)
+            n = len(self._batch_keys) // self.key_size
         assert self._batch_values is not None
         cmd = BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else BPF_MAP_LOOKUP_BATCH
         tokens = ctypes.addressof(self._tokens)
@@ -400,6 +406,11 @@ class BpfMap:
                 return
             ctypes.memmove(tokens, tokens + 8, 8)  # the next call starts where this one ended
             first = False
+
+    def batch_elements(self) -> int:
+        """Elements asked for per batch syscall: BATCH, fewer where they would pass
+        BATCH_BYTES (never under 64)."""
+        return max(64, min(self.BATCH, self.BATCH_BYTES // (self.key_size + self.value_size)))
 
     def read_all(self, delete: bool = False) -> tuple[bytes, bytes, int]:
         """Every element as (keys, values, count), packed back to back (copies: small maps)."""

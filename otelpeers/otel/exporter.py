@@ -14,8 +14,8 @@ from typing import ClassVar
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from otelpeers.config import ExportConfig
 from otelpeers.dns.lookups import DnsLookup
+from otelpeers.exportconfig import ExportConfig
 from otelpeers.flows import FlowRecord
 from otelpeers.ids import SpanIds
 from otelpeers.otel.encoded import SpanBatch

@@ -22,7 +22,7 @@ from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from otelpeers.config import ConfigError, ExportConfig
+from otelpeers.exportconfig import ConfigError, ExportConfig
 from otelpeers.otel.files import (
     RotatingJsonLinesLogExporter,
     RotatingJsonLinesMetricExporter,

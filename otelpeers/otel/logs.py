@@ -21,8 +21,8 @@ from opentelemetry.trace import TraceFlags
 
 from otelpeers import __version__
 from otelpeers import attributes as A
-from otelpeers.config import ExportConfig
 from otelpeers.detect.model import Detection, EvidenceKind
+from otelpeers.exportconfig import ExportConfig
 from otelpeers.ids import SpanIds
 from otelpeers.otel.detections import detection_attributes
 from otelpeers.otel.queue import ExportQueue

@@ -54,9 +54,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otelpeers import __version__
 from otelpeers import attributes as A
-from otelpeers.config import ConfigError, ExportConfig, MetricsConfig
 from otelpeers.dns.lookups import DnsLookup
 from otelpeers.events import ZERO_COUNTERS, Counters, Direction, Owner
+from otelpeers.exportconfig import ConfigError, ExportConfig, MetricsConfig
 from otelpeers.flows import CloseReason, FlowRecord
 from otelpeers.ids import SpanIds
 from otelpeers.otel.dns_spans import is_error

@@ -28,10 +28,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, BinaryIO
 
-from otelpeers.config import ExportConfig
 from otelpeers.dns.lookups import DnsLookup
 from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.events import Owner
+from otelpeers.exportconfig import ExportConfig
 from otelpeers.flows import FlowRecord
 from otelpeers.flowwire import pack_flows, unpack_flows
 from otelpeers.frames import read_frame, widen_pipes, write_frame

@@ -8,14 +8,16 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
 from otelpeers import attributes as A
 from otelpeers.events import Owner
-from otelpeers.process.table import ProcessInfo, ProcessTable
+
+if TYPE_CHECKING:  # the span export process builds resources without the process table
+    from otelpeers.process.table import ProcessInfo, ProcessTable
 
 AttributeValue = (str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int]
                   | Sequence[float])

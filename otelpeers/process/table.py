@@ -14,7 +14,6 @@ A process caught between exec and the kernel setting up its arguments has an emp
 from __future__ import annotations
 
 import grp
-import hashlib
 import os
 import pwd
 import stat
@@ -390,6 +389,8 @@ class ProcessTable:
             if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_HASH_BYTES:
                 self._count("hash_skipped")
                 return None
+            import hashlib  # here: OpenSSL's libcrypto only where executables are hashed
+
             with os.fdopen(fd, "rb", closefd=False) as f:
                 digest = hashlib.file_digest(f, "sha256").hexdigest()
             with self._hash_lock:

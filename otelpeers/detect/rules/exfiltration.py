@@ -121,7 +121,9 @@ class Exfiltration(Rule):
         self._trusted = _Trusted(s.trusted_readers)
         self._reads = ctx.bounded("exfiltration.reads", s.max_processes)  # pid -> deque
         self._parent = ctx.bounded("exfiltration.parents", max(4 * s.max_processes, 65_536))
-        self._last = ctx.bounded("exfiltration.flows", s.max_flows)  # id -> (bytes, new)
+        # open flow id -> bytes sent at its previous snapshot << 1 | whether its peer was new:
+        # one int per open flow, not a tuple (this table holds every open connection)
+        self._last = ctx.bounded("exfiltration.flows", s.max_flows)
         self._uploads = ctx.bounded("exfiltration.uploads", ctx.config.max_actors)
         self._known = ctx.bounded("exfiltration.known_peers", s.max_known_peers)
         self._names = ctx.bounded("exfiltration.names", 65_536)  # address -> DNS name
@@ -195,12 +197,13 @@ class Exfiltration(Rule):
             if new_peer:  # insertion order: the oldest learned pair is forgotten first
                 self._known.put(known, None)
         else:
-            new_peer = prev[1]
+            new_peer = bool(prev & 1)
         if not complete:
+            packed = cur << 1 | new_peer
             if prev is None:
-                self._last.put(fid, (cur, new_peer))
+                self._last.put(fid, packed)
             else:
-                self._last[fid] = (cur, new_peer)  # keeps its place: cheaper than an LRU move
+                self._last[fid] = packed  # keeps its place: cheaper than an LRU move
         pid = o.tgid
         parent = self._parent.get(pid) if self._related else None
         if not (pid in self._reads or (parent and parent in self._reads) or f.files):
@@ -210,7 +213,7 @@ class Exfiltration(Rule):
         if not reads or (not self.s.include_loopback and _loopback(f.peer_addr)):
             return []
         if prev is not None:
-            delta = cur - prev[0]
+            delta = cur - (prev >> 1)
         elif f.start_ns >= min(r.time_ns for r, _ in reads):
             delta = cur  # the whole connection came after the read
         else:
