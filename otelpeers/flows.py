@@ -122,6 +122,9 @@ class FlowRecord:
     # end_ns are the interval, counters their total volume, cookie 0.
     summary: int = 0
     adopted: bool = False  # the flow was already open when the agent found it
+    # The counters of this flow's previous record (a progress snapshot), None on its first:
+    # consumers take deltas from the record alone, with no table of open flows of their own.
+    reported: Counters | None = None
     detections: tuple[Detection, ...] = ()  # rules that fired on this flow (span events)
 
     @property
@@ -180,6 +183,7 @@ class _Flow:
     listener: Listener | None = None
     peer_cookie: int = 0  # the other end's cookie (the kernel paired them): its flow id
     rare: _Rare = _NO_RARE
+    reported: Counters | None = None  # counters at the last progress record (None: none yet)
 
     def edit(self) -> _Rare:
         """The flow's own _Rare, made on first write."""
@@ -286,8 +290,12 @@ class FlowTable:
         snapshots: complete=False, end_ns = last activity, counters cumulative (consumers
         take deltas). Flows that ended meanwhile are not here: they were completed."""
         flows = self._flows
-        out = [self._record(f, f.last_activity_ns, CloseReason.SHUTDOWN, complete=False)
-               for key in self._progress if (f := flows.get(key)) is not None]
+        record = self._record
+        out = []
+        for key in self._progress:
+            if (f := flows.get(key)) is not None:
+                out.append(record(f, f.last_activity_ns, CloseReason.SHUTDOWN, complete=False))
+                f.reported = f.counters  # the next record's baseline (FlowRecord.reported)
         self._progress = set()
         return out
 
@@ -697,6 +705,7 @@ class FlowTable:
             start_ns=f.start_ns, end_ns=end_ns, owner=f.owner, netns_cookie=f.netns_cookie,
             counters=f.counters, tcp=tcp, close_reason=reason, listener=f.listener,
             local_peer_flow_id=f.peer_flow_id, complete=complete, adopted=f.rare.adopted,
+            reported=f.reported,
         )
 
 

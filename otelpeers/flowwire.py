@@ -2,13 +2,13 @@
 
 pack_flows() turns a round's flows into a tuple that `marshal` can write: one row of scalar
 fields per flow (one C-level attrgetter call each), plus columns for the nested values
-(owner, counters, TCP info, listener, DNS annotation) and the enums (as ints), and a short
-list of the rare ones (files) by index. unpack_flows() rebuilds equal FlowRecords,
-positionally (detections are not carried: they are the other side's answer). Measured on
-the bench host (marshal included, 3,750 TCP flows, median of 9): packing about 1.7 us per
-flow (the pipeline thread, or the span worker, pays it), unpacking about 2.2 us (a per-flow
-tuple rebuilt with keywords took 8.4). Every TCP flow has TCP info and every inbound one a
-listener, so those are columns, not rare values.
+(owner, counters, TCP info, listener, DNS annotation, the previous record's counters) and
+the enums (as ints), and a short list of the rare ones (files) by index. unpack_flows()
+rebuilds equal FlowRecords, positionally (detections are not carried: they are the other
+side's answer). Measured on the bench host (marshal included, 3,750 TCP flows, median of
+9): packing about 1.7 us per flow (the pipeline thread, or the span worker, pays it),
+unpacking about 2.2 us (a per-flow tuple rebuilt with keywords took 8.4). Every TCP flow
+has TCP info and every inbound one a listener, so those are columns, not rare values.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from otelpeers.events import Counters, Direction, Owner, TcpInfo
 from otelpeers.flows import CloseReason, DnsAnnotation, FileAccess, FlowRecord, Listener
 
 _NESTED = ("family", "sock_type", "direction", "owner", "counters", "tcp", "close_reason",
-           "listener", "dns", "files", "detections")
+           "listener", "dns", "files", "reported", "detections")
 _SCALAR_NAMES = tuple(f.name for f in fields(FlowRecord) if f.name not in _NESTED)
 _scalars = attrgetter(*_SCALAR_NAMES)
 _owner_of = attrgetter("owner")
 _counters_of = attrgetter("counters")
+_reported_of = attrgetter("reported")
 _tcp_of = attrgetter("tcp")
 _listener_of = attrgetter("listener")
 _dns_of = attrgetter("dns")
@@ -68,6 +69,7 @@ def pack_flows(flows: Sequence[FlowRecord]) -> Packed:
         list(map(int, map(_sock_type_of, flows))),
         list(map(int, map(_direction_of, flows))),
         list(map(_reason_of, flows)),
+        [None if c is None else _counter_values(c) for c in map(_reported_of, flows)],
         [(i, tuple((f.time_ns, f.path, f.flags) for f in r.files))
          for i, r in enumerate(flows) if r.files],
     )
@@ -79,7 +81,7 @@ _FIELD_ORDER = (
     "flow_id", "cookie", "transport", "family", "sock_type", "direction", "local_addr",
     "local_port", "peer_addr", "peer_port", "start_ns", "end_ns", "owner", "netns_cookie",
     "counters", "tcp", "close_reason", "listener", "local_peer_flow_id", "complete", "dns",
-    "files", "summary", "adopted", "detections")
+    "files", "summary", "adopted", "reported", "detections")
 if tuple(f.name for f in fields(FlowRecord)) != _FIELD_ORDER:
     raise ImportError("otelpeers.flowwire: FlowRecord's fields changed; update unpack_flows "
                       "and _FIELD_ORDER to match")
@@ -108,7 +110,7 @@ def unpack_flows(packed: Packed) -> list[FlowRecord]:
     if not packed:
         return []
     (rows, owners, counters, tcps, listeners, dnss, families, sock_types, directions, reasons,
-     rare) = packed
+     reported, rare) = packed
     files_at = dict(rare)
     owner = _owner
     out = []
@@ -116,7 +118,7 @@ def unpack_flows(packed: Packed) -> list[FlowRecord]:
         (flow_id, cookie, transport, laddr, lport, paddr, pport, start, end, netns, peer_id,
          complete, summary, adopted) = row
         o = owners[i]
-        t, li, d = tcps[i], listeners[i], dnss[i]
+        t, li, d, rc = tcps[i], listeners[i], dnss[i], reported[i]
         fs = files_at.get(i)
         family = families[i]
         out.append(FlowRecord(
@@ -129,5 +131,6 @@ def unpack_flows(packed: Packed) -> list[FlowRecord]:
                                              None if li[4] is None else owner(li[4])),
             peer_id, complete,
             None if d is None else DnsAnnotation(d[0], d[1], tuple(d[2]), d[3], d[4]),
-            () if fs is None else tuple(FileAccess(*f) for f in fs), summary, adopted))
+            () if fs is None else tuple(FileAccess(*f) for f in fs), summary, adopted,
+            None if rc is None else Counters(*rc)))
     return out

@@ -328,7 +328,9 @@ class ExfiltrationRule(RuleBase):
     include_loopback: bool = False  # uploads to 127.0.0.0/8 and ::1 count too
     max_processes: int = 4096  # processes whose recent sensitive reads are remembered
     max_files_per_process: int = 8
-    max_flows: int = 65_536  # open connections whose byte counters are followed
+    # Unused: each snapshot of an open connection carries the previous one's counters, so
+    # no table of open connections is kept. Accepted so that existing files still load.
+    max_flows: int = 65_536
     max_known_peers: int = 65_536  # (binary, peer) pairs remembered, for "new peer"
 
     def validate(self, path: str) -> None:
@@ -412,7 +414,7 @@ class VolumeAnomalyRule(RuleBase):
     internal_cidrs: tuple[str, ...] = ()  # internal besides RFC 1918 / RFC 4193
     max_actors: int = 4096
     max_peers_per_actor: int = 64
-    max_open_flows: int = 65_536  # open connections whose byte counters are followed
+    max_open_flows: int = 65_536  # unused, as exfiltration's max_flows; still accepted
     max_dns_join: int = 65_536  # (actor, address) -> domain, for flows nobody named
 
     def validate(self, path: str) -> None:

@@ -277,7 +277,9 @@ class MetricsSink:
         self._pairs: dict[tuple[Any, ...], _Pair] = {}  # pair key -> its stream keys
         self._other: dict[Attrs, _Pair] = {}  # past max_pairs: the "other" accumulators
         self._exes: dict[tuple[int, str], tuple[str, str | None]] = {}  # (tgid, comm) -> exe
-        self._reported: dict[str, Counters] = {}  # open flow -> counted so far
+        # Open flows counted so far (seen in a progress record, not completed yet): each
+        # record carries what its previous one reported (FlowRecord.reported), so no table
+        self._open_flows = 0
         self._last: dict[int, dict[object, Any]] = {}  # reader -> last points (delta)
         self._last_ns: dict[int, int] = {}
         self._seen: dict[int, set[object]] = {}  # reader -> streams given to it
@@ -377,23 +379,24 @@ class MetricsSink:
 
     def _progress(self, r: FlowRecord) -> None:
         c = r.counters
-        before = self._reported.get(r.flow_id)
+        before = r.reported
         pair = self._pair(r)
         if before is None:
             pair.opened.value += 1
+            self._open_flows += 1
             before = ZERO_COUNTERS
-        # The record's own Counters, which the flow table holds anyway: no copy per open flow
-        self._reported[r.flow_id] = c
         _add_volume(pair, c, before)
 
     def _completed(self, r: FlowRecord) -> None:
         c = r.counters
         pair = self._pair(r)
-        before = self._reported.pop(r.flow_id, None)
+        before = r.reported
         n = max(1, r.summary)  # a summary record stands for that many connections
         if before is None:
             pair.opened.value += n
             before = ZERO_COUNTERS
+        else:
+            self._open_flows -= 1
         _add_volume(pair, c, before)
         (pair.failed if r.close_reason == CloseReason.CONNECT_FAILED else pair.closed).value += n
         if r.summary or not r.complete:
@@ -534,7 +537,7 @@ class MetricsSink:
     # ---- control ------------------------------------------------------------------------
     def counters(self) -> Mapping[str, int]:
         with self._lock:
-            return {"pairs": len(self._pairs), "open_flows_live": len(self._reported),
+            return {"pairs": len(self._pairs), "open_flows_live": self._open_flows,
                     "pairs_overflowed": self.pairs_overflowed,
                     "label_overflowed": self._rcodes.overflowed + self._qtypes.overflowed}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 
 from otelpeers.events import Counters, Direction, Owner, TcpInfo
 from otelpeers.flows import CloseReason, FlowRecord, Listener
@@ -66,3 +67,20 @@ def many(n: int, processes: int = 50, start_cookie: int = 0x1000) -> Iterator[Fl
                    proc=p, peer=f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
                    peer_port=443 if direction == Direction.OUTBOUND else 30000 + i % 30000,
                    local_port=40000 + i % 20000, start_ns=T0 + i * 1000)
+
+
+class Snapshots:
+    """Sets FlowRecord.reported on hand-made records the way the flow table does: a
+    progress record carries the counters of the same flow's previous progress record (None
+    on its first), and so does the record that completes it."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, Counters] = {}
+
+    def progress(self, r: FlowRecord) -> FlowRecord:
+        before = self._last.get(r.flow_id)
+        self._last[r.flow_id] = r.counters
+        return replace(r, reported=before)
+
+    def final(self, r: FlowRecord) -> FlowRecord:
+        return replace(r, reported=self._last.pop(r.flow_id, None))

@@ -20,6 +20,7 @@ from otelpeers.detect.offline import ObservedStage, ZeekSource
 from otelpeers.detect.remote import MARSHAL_VERSION, RESTART_INTERVAL_S, RemoteDetectStage
 from otelpeers.detect.settings import DetectConfig
 from otelpeers.drive import EventClock, drive
+from otelpeers.events import Counters
 from otelpeers.flows import DnsAnnotation, FileAccess, FlowRecord
 from otelpeers.flowwire import pack_flows, unpack_flows
 from otelpeers.pipeline import Outputs, Pipeline
@@ -31,7 +32,9 @@ def test_flows_survive_the_trip() -> None:
     named = replace(flow("ab"), dns=DnsAnnotation(True, "a.example", ("a.example", "b.x"),
                                                   "host", "t1"),
                     files=(FileAccess(3, "/etc/shadow", 0),), summary=3, adopted=True)
-    flows = [*local_pair(), *many(40), named, replace(flow("ac"), owner=None),
+    snapshot = replace(flow("ae"), complete=False,
+                       reported=Counters(packets_out=2, payload_out=700, payload_in=9))
+    flows = [*local_pair(), *many(40), named, snapshot, replace(flow("ac"), owner=None),
              flow("ad", peer="2001:db8::1", transport="udp")]
     wire = marshal.dumps(pack_flows(flows), MARSHAL_VERSION)
     assert unpack_flows(marshal.loads(wire)) == flows

@@ -204,14 +204,18 @@ def test_long_connection_announced_by_the_scan_then_closed() -> None:
                  peer_addr="10.0.0.2", peer_port=80, counters=Counters(1, 60, 0, 1, 60, 0)))
     (live,) = t.live_flows()
     assert live.start_ns == 1 * S and not live.complete and live.flow_id == "9"
-    assert [p.flow_id for p in t.take_progress()] == ["9"]
+    (first,) = t.take_progress()
+    assert first.flow_id == "9" and first.reported is None  # its first record
     assert t.take_progress() == []  # nothing changed since
     t.process(ev(Kind.SOCK_STATS, 10, 9, counters=Counters(5, 5000, 4000, 3, 200, 0)))
     (p,) = t.take_progress()
     assert p.counters.payload_out == 4000 and p.end_ns == 10 * S  # cumulative, last activity
+    assert p.reported == first.counters  # what the previous record said: deltas need no table
+    assert t.live_flows()[0].reported == p.counters  # a snapshot does not move the baseline
     (r,) = t.process(close_record(9, 1, 12, local_port=40001,
                                   counters=Counters(6, 5100, 4000, 4, 260, 0)))
     assert r.flow_id == "9" and r.start_ns == 1 * S and r.counters.packets_out == 6
+    assert r.reported == p.counters
     assert r.tcp is not None and len(t) == 0 and t.take_progress() == []
 
 

@@ -17,7 +17,7 @@ from otelpeers.flows import CloseReason, DnsAnnotation, Listener
 from otelpeers.ids import SpanIds
 from otelpeers.otel.metrics import MetricsSink, build_metric_reader
 from otelpeers.pipeline import Outputs
-from otelpeers.testing.flows import T0, flow, owner
+from otelpeers.testing.flows import T0, Snapshots, flow, owner
 
 IDS = SpanIds(b"m" * 16)
 
@@ -61,14 +61,16 @@ def c(out: int, inn: int, pout: int = 1, pin: int = 1) -> Counters:
 
 def test_live_volume_adds_up_to_the_span_totals_exactly():
     reader, m = sink()
+    snap = Snapshots()
     live = replace(flow("1"), complete=False)
-    m.consume(Outputs(progress=[replace(live, counters=c(1000, 50, 3, 2))]))
+    m.consume(Outputs(progress=[snap.progress(replace(live, counters=c(1000, 50, 3, 2)))]))
     settle(reader)
     assert value(reader, A.METRIC_FLOW_BYTES, network__io__direction="transmit") == 1000
-    m.consume(Outputs(progress=[replace(live, counters=c(1000, 50, 3, 2))]))  # unchanged
-    m.consume(Outputs(progress=[replace(live, counters=c(5000, 80, 9, 4))]))
+    assert m.counters()["open_flows_live"] == 1
+    m.consume(Outputs(progress=[snap.progress(replace(live, counters=c(1000, 50, 3, 2)))]))
+    m.consume(Outputs(progress=[snap.progress(replace(live, counters=c(5000, 80, 9, 4)))]))
     assert value(reader, A.METRIC_FLOW_BYTES, network__io__direction="transmit") == 5000
-    final = replace(flow("1"), counters=c(7000, 90, 12, 5))  # what the span says
+    final = snap.final(replace(flow("1"), counters=c(7000, 90, 12, 5)))  # what the span says
     m.consume(Outputs(flows=[final]))
     settle(reader)
     assert value(reader, A.METRIC_FLOW_BYTES, network__io__direction="transmit") == 7000

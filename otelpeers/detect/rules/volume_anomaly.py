@@ -4,8 +4,9 @@ The peer is the registered domain when the flow was resolved, else the address. 
 (payload out) are summed per (actor, peer) over a window of ``window_s`` that opens with
 the first byte, over every connection, so an upload split into chunks counts whole. Open
 connections count as they go: each live snapshot (cumulative counters) adds its delta
-since the previous one (tracked per flow id, bounded), so a large upload fires while the
-connection is still open. A Zeek row (one record per connection) counts at its start.
+since the previous one (the record carries the previous snapshot's counters: no table of
+open flows here), so a large upload fires while the connection is still open. A Zeek row
+(one record per connection) counts at its start.
 
 Baseline: the totals of the actor's closed windows per peer (the last ``history_windows``)
 and, for peers it never sent to, the actor's windows to all peers together. The reference
@@ -89,13 +90,6 @@ class _Actor:
     hours: list[int] = field(default_factory=lambda: [0] * 48)
 
 
-@dataclass(slots=True)
-class _Open:
-    actor: str
-    peer: str
-    sent: int  # payload_out at the previous snapshot
-
-
 class VolumeAnomaly(Rule):
     meta = meta.VOLUME_ANOMALY
     settings_type = Settings
@@ -113,8 +107,6 @@ class VolumeAnomaly(Rule):
         self.window_ns = int(s.window_s * NS)
         self.actors: BoundedMap[str, _Actor] = ctx.bounded("volume_anomaly.actors",
                                                            s.max_actors)
-        self.open: BoundedMap[str, _Open] = ctx.bounded("volume_anomaly.open_flows",
-                                                        s.max_open_flows)
         self.stats = {"windows_learned": 0, "checks": 0, "peers_replaced": 0,
                       "saved_truncated": 0}
 
@@ -125,31 +117,26 @@ class VolumeAnomaly(Rule):
 
     def on_progress(self, actor: Actor, flow: FlowRecord) -> Iterable[Finding]:
         sent = flow.counters.payload_out
-        o = self.open.get(flow.flow_id)
-        if o is None:
-            if not self._counts(flow):
-                return ()
-            o = _Open(actor.key, self._peer_key(actor, flow), 0)
-            # An adopted flow's counters include what it sent before the agent saw it.
-            o.sent = sent if flow.adopted else 0
-            self.open.put(flow.flow_id, o)
-        delta = sent - o.sent
-        if delta <= 0:
+        before = flow.reported
+        # A first snapshot counts from zero, except an adopted flow's: its counters include
+        # what it sent before the agent saw it
+        base = before.payload_out if before is not None else (sent if flow.adopted else 0)
+        delta = sent - base
+        if delta <= 0 or not self._counts(flow):
             return ()
-        o.sent = sent
-        return self._add(actor, flow, o.peer, delta, flow.end_ns)
+        return self._add(actor, flow, self._peer_key(actor, flow), delta, flow.end_ns)
 
     def on_flow(self, actor: Actor, flow: FlowRecord) -> Iterable[Finding]:
-        o = self.open.pop(flow.flow_id, None) if self.open else None
         sent = flow.counters.payload_out
-        if o is None:  # never seen open (a short flow, a Zeek row): its bytes from its start
+        before = flow.reported
+        if before is None:  # never seen open (a short flow, a Zeek row): its bytes from its start
             if sent <= 0 or not self._counts(flow):
                 return ()
             return self._add(actor, flow, self._peer_key(actor, flow), sent, flow.start_ns)
-        delta = sent - o.sent
-        if delta <= 0:
+        delta = sent - before.payload_out
+        if delta <= 0 or not self._counts(flow):
             return ()
-        return self._add(actor, flow, o.peer, delta, flow.end_ns)
+        return self._add(actor, flow, self._peer_key(actor, flow), delta, flow.end_ns)
 
     def _counts(self, flow: FlowRecord) -> bool:
         if flow.direction != Direction.OUTBOUND:
