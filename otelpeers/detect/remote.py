@@ -51,6 +51,7 @@ MARSHAL_VERSION = 2  # no object references: half the cost of the default for ou
 FINISH_TIMEOUT_S = 10.0  # at the end of input, wait this long for the last verdicts
 RESTART_INTERVAL_S = 5.0  # a process that keeps dying is started at most this often
 MAX_WHO = 65_536  # processes described to the detection process (then it starts over)
+PROGRESS_CHUNK = 4096  # progress snapshots per frame at most (a round may need several)
 
 
 @dataclass(slots=True)
@@ -231,11 +232,21 @@ class RemoteDetectStage(BaseStage):
             self.stats["inputs_dropped"] += n
             return
         self._describe_owners(out)
-        seq = self._next_seq()
-        frame = ("round", seq, pack_flows(out.flows), pack_flows(out.progress),
-                 pickle.dumps(out.dns, 5) if out.dns else b"",
-                 pickle.dumps(out.process, 5) if out.process else b"")
-        self._send(frame, n)
+        # A scan that finds every long connection at once makes a round of tens of thousands
+        # of snapshots: sent as several frames, in order (process events and lookups with
+        # the first, completed flows with the last), so that neither side holds the whole
+        # round unpacked at once.
+        progress = out.progress
+        chunks = [progress[i:i + PROGRESS_CHUNK]
+                  for i in range(0, len(progress), PROGRESS_CHUNK)] or [[]]
+        for i, chunk in enumerate(chunks):
+            first, last = i == 0, i == len(chunks) - 1
+            seq = self._next_seq()
+            frame = ("round", seq, pack_flows(out.flows) if last else (), pack_flows(chunk),
+                     pickle.dumps(out.dns, 5) if first and out.dns else b"",
+                     pickle.dumps(out.process, 5) if first and out.process else b"")
+            self._send(frame, len(chunk) + (len(out.dns) + len(out.process) if first else 0)
+                       + (len(out.flows) if last else 0))
         self.stats["rounds_sent"] += 1
         self.stats["inputs_sent"] += n
         if (out.flows or out.dns) and self._behind:
