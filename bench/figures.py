@@ -361,7 +361,7 @@ def memory(ctx: Ctx) -> Result:
         floor / MB, "interpreter + OTel SDK + gRPC, imported, nothing else",
         Target("<=", 80, "value"),
         f"after start-up, no traffic; agent process {(main or 0) / MB:.1f} MB, its children "
-        f"(span export) {children / MB:.1f} MB; the compiler child is gone by then"))
+        f"(detection, span export) {children / MB:.1f} MB; the compiler child is gone by then"))
     figs.append(Figure(
         "memory", "compiler libraries mapped in the idle agent", len(llvm), "libraries", None,
         "", Target("<=", 0, "value"), ", ".join(sorted(llvm)) or "no libLLVM, libclang, libbcc"))

@@ -401,13 +401,16 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
                                       MARSHAL_VERSION))
     while (frame := read_frame(stdin)) is not None:
         msg = marshal.loads(frame)
+        del frame
         kind, seq = msg[0], msg[1]
         if kind == "round":
             _, _, flows, progress, dns, process = msg
             out = Outputs(flows=unpack_flows(flows), progress=unpack_flows(progress),
                           dns=pickle.loads(dns) if dns else [],
                           process=pickle.loads(process) if process else [])
+            del msg, flows, progress, dns, process
             reply(seq, engine.evaluate(out), False)
+            del out  # before the next frame is read: one round's objects alive at a time
         elif kind == "tick":
             found = engine.tick(msg[2])
             if store is not None:
