@@ -18,8 +18,9 @@ Protocol (SOCK_SEQPACKET, one message each way, then an ack):
                      "cache_dir": str ("" for none)}
     child -> agent  {"maps": [names], "programs": [names], "tracepoints": [names],
                      "tracepoint_programs": [names], "cache": hit|compiled,
-                     "cache_why": why not a hit, "cache_kept": written|off|why not} + fds,
-                    in that order; or {"error": message, "stage": compile|tracepoint|program}
+                     "cache_kept": bool (this compile was written for the next start),
+                     "cache_problems": [messages for the agent's log]} + fds, in that
+                    order; or {"error": message, "stage": compile|tracepoint|program}
     agent -> child  b"ok" (the child exits; its copies of the fds close with it)
 """
 
@@ -162,15 +163,16 @@ class StageError(Exception):
 
 def from_cache(request: dict[str, Any], key: str
                ) -> tuple[dict[str, Any] | None, list[int], str]:
-    """(answer, fds, why): the answer from the program cache, or None and why not: "off",
-    "no entry", or the problem with the entry (which the agent reports)."""
+    """(answer, fds, problem): the answer from the program cache, or None; problem is ""
+    when there was nothing to use (no cache, no entry), else what was wrong with the entry
+    (the agent reports it)."""
     directory = request.get("cache_dir") or ""
     if not directory:
-        return None, [], "off"
+        return None, [], ""
     try:
         entry = progcache.read(directory, key)
     except progcache.NoEntry:
-        return None, [], "no entry"
+        return None, [], ""
     except progcache.CacheRefused as exc:
         return None, [], f"entry not used: {exc}"
     try:
@@ -182,18 +184,18 @@ def from_cache(request: dict[str, Any], key: str
 
 
 def compile_and_keep(request: dict[str, Any], key: str
-                     ) -> tuple[dict[str, Any], list[int], str]:
+                     ) -> tuple[dict[str, Any], list[int], bool, str]:
     """Compile with bcc; record the result for the next start where a cache is set.
-    The third item: "written", "off", or why nothing was written."""
+    (answer, fds, kept: written to the cache, problem: why not written, "" when no cache)."""
     answer, fds, b = build(request)
     directory = request.get("cache_dir") or ""
     if not directory:
-        return answer, fds, "off"
+        return answer, fds, False, ""
     try:
         progcache.write(directory, capture(b, request, answer, fds, key))
     except (progcache.CacheRefused, OSError) as exc:
-        return answer, fds, f"not written: {exc}"
-    return answer, fds, "written"
+        return answer, fds, False, f"not written: {exc}"
+    return answer, fds, True, ""
 
 
 def main(argv: list[str]) -> int:
@@ -203,12 +205,13 @@ def main(argv: list[str]) -> int:
         request = json.loads(sock.recv(MAX_MESSAGE))
         try:
             key = progcache.cache_key(request["text"], request["cflags"])
-            cached, fds, why = from_cache(request, key)
+            cached, fds, unused = from_cache(request, key)
             if cached is not None:
                 answer = cached | {"cache": "hit"}
             else:
-                answer, fds, kept = compile_and_keep(request, key)
-                answer |= {"cache": "compiled", "cache_why": why, "cache_kept": kept}
+                answer, fds, kept, unwritten = compile_and_keep(request, key)
+                answer |= {"cache": "compiled", "cache_kept": kept,
+                           "cache_problems": [p for p in (unused, unwritten) if p]}
         except StageError as exc:
             _send(sock, {"error": str(exc), "stage": exc.stage, "program": exc.program})
             return 1

@@ -26,7 +26,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from otelpeers import abi
 from otelpeers.config import Config
@@ -379,21 +379,17 @@ class Compilation:
             self._proc.wait()
 
 
-def report_cache(answer: dict[str, str], directory: str) -> str:
+def report_cache(answer: dict[str, Any], directory: str) -> str:
     """Log how the programs were obtained; returns "hit" or "compiled"."""
-    outcome = answer.get("cache", "compiled")
-    why, kept = answer.get("cache_why", ""), answer.get("cache_kept", "")
-    if outcome == "hit":
+    if answer.get("cache") == "hit":
         log.info("sensors loaded from the program cache in %s (not compiled)", directory)
-        return outcome
-    for problem in (why if why not in ("", "off", "no entry") else "",
-                    kept if kept not in ("", "off", "written") else ""):
-        if problem:
-            log.warning("program cache %s: %s; the sensors were compiled (set "
-                        "kernel.program_cache to a private directory, or to \"\" to "
-                        "compile at every start)", directory, problem)
+        return "hit"
+    for problem in answer.get("cache_problems") or ():
+        log.warning("program cache %s: %s; the sensors were compiled (set "
+                    "kernel.program_cache to a private directory, or to \"\" to "
+                    "compile at every start)", directory, problem)
     log.info("sensors compiled%s", f"; kept in the program cache in {directory} for the "
-             "next start" if kept == "written" else "")
+             "next start" if answer.get("cache_kept") else "")
     return "compiled"
 
 

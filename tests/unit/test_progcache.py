@@ -166,3 +166,24 @@ def test_prune_keeps_the_most_recently_used(tmp_path: Path) -> None:
     removed = progcache.prune(d, keep=3)
     assert sorted(removed) == [f"sensors-{i:064d}.json" for i in (1, 2)]
     assert len(os.listdir(d)) == 3
+
+
+def test_the_agent_logs_each_cache_problem_and_whether_the_compile_was_kept(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from otelpeers.kernel.loader import report_cache
+
+    caplog.set_level("INFO", logger="otelpeers.kernel.loader")
+    assert report_cache({"cache": "hit"}, "/c") == "hit"
+    assert "loaded from the program cache in /c" in caplog.text
+    caplog.clear()
+    assert report_cache({"cache": "compiled", "cache_kept": True, "cache_problems": []},
+                        "/c") == "compiled"
+    assert "kept in the program cache in /c" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    caplog.clear()
+    answer = {"cache": "compiled", "cache_kept": False,
+              "cache_problems": ["entry not used: owned by uid 1000", "not written: EROFS"]}
+    assert report_cache(answer, "/c") == "compiled"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and "owned by uid 1000" in warnings[0]
+    assert "EROFS" in warnings[1] and "kept in the program cache" not in caplog.text
