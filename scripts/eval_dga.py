@@ -271,6 +271,12 @@ left of the suffix is scored by one logistic regression over
 
 The name's score is the registered label's probability; other labels count at half their
 score (random-looking subdomains of real domains are common, and are `dns_tunnel`'s business).
+The agent's detection process scores one name at a time (scores are cached) with
+`otelpeers/detect/dga/scalar.py`: the same model in plain Python, read from the same artefact
+with the same arithmetic (float32 sums where numpy sums float32, numpy's pairwise order), so
+that process never imports numpy (about 12 MB resident); `tests/unit/test_dga_scalar.py`
+requires the numpy model's logits to the last bit. Training and `otelpeers detect dga` score
+in numpy batches.
 Training (`scripts/train_dga.py`, `make dga-model`): benign = `benign-train.txt` less a seeded
 15% holdout (split by label), positives = the 23 families plus 4,000 synthetic names each of six
 generic styles (random letters, alphanumerics, hex, base32, consonant-vowel, letters+digits)

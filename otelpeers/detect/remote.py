@@ -62,9 +62,6 @@ class _Held:
     deadline: float  # time.monotonic()
 
 
-BLAS_THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
 class RemoteDetectStage(BaseStage):
     """The detect stage of the live agent: see the module docstring. Same counters as the
     in-process DetectStage (the detection process sends them), plus its own."""
@@ -108,9 +105,7 @@ class RemoteDetectStage(BaseStage):
     # ---- the detection process -------------------------------------------------------
     def _start(self) -> None:
         self._started_at = self._clock()
-        # numpy's BLAS would start a thread per CPU (spinning after each call) for vectors
-        # of a few dozen numbers: one thread, unless the user asked for more.
-        env = {**BLAS_THREADS, **os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "otelpeers.detect.remote"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                 close_fds=True)

@@ -246,13 +246,16 @@ def test_config_is_validated() -> None:
             parse_config({"detect": {key: value}})
 
 
-def test_the_detection_process_keeps_blas_to_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting wins
+def test_the_detection_process_maps_no_numpy() -> None:
+    """It scores DGA names with the plain-Python model: numpy (its C core, OpenBLAS) would
+    cost it about 12 MB resident."""
     stage = RemoteDetectStage(DetectConfig())
     try:
+        stage.tick(T0, Outputs())  # answered once every rule is built (the DGA model loaded)
+        stage._wait_for_all(60)
+        assert stage.stats["process_ready"] == 1 and stage._acked == stage._seq
         assert stage._proc is not None
-        environ = Path(f"/proc/{stage._proc.pid}/environ").read_bytes().split(b"\0")
-        assert b"OPENBLAS_NUM_THREADS=1" in environ and b"OMP_NUM_THREADS=3" in environ
+        maps = Path(f"/proc/{stage._proc.pid}/maps").read_text()
+        assert "numpy" not in maps and "openblas" not in maps
     finally:
         stage.close()

@@ -45,8 +45,6 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple, Protocol
 
-import numpy as np
-
 from otelpeers.detect.dga import domains
 
 NS = 1_000_000_000
@@ -56,7 +54,7 @@ NXDOMAIN = 3
 
 
 class Scorer(Protocol):
-    def score_parsed(self, parsed: Sequence[domains.DomainName | None]) -> np.ndarray: ...
+    def score_parsed(self, parsed: Sequence[domains.DomainName | None]) -> Sequence[float]: ...
 
 
 @dataclass(frozen=True)
@@ -207,9 +205,9 @@ class DgaActorScorer:
 
     def __init__(self, model: Scorer | None = None, config: DgaActorConfig | None = None):
         if model is None:
-            from otelpeers.detect.dga.model import load_model
+            from otelpeers.detect.dga.scalar import load_scalar_model
 
-            model = load_model()
+            model = load_scalar_model()
         self.model = model
         self.config = config or DgaActorConfig()
         cfg = self.config

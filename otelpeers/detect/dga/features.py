@@ -20,58 +20,44 @@ from collections.abc import Sequence
 
 import numpy as np
 
-ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-_"
-N_CODES = 42  # 0 pad, 1..38 alphabet, 39 ^, 40 $, 41 other
-PAD, BOS, EOS, OTHER = 0, 39, 40, 41
-MAX_N = 5
-LM_ORDER = 4
-LM_K = 2.0  # interpolation weight of the lower order
-
-_LUT = np.full(256, OTHER, dtype=np.uint8)
-_LUT[0] = PAD
-for _i, _c in enumerate(ALPHABET, start=1):
-    _LUT[ord(_c)] = _i
-_LUT[ord("^")] = BOS
-_LUT[ord("$")] = EOS
-
-_IS_DIGIT = np.zeros(N_CODES, dtype=bool)
-_IS_DIGIT[27:37] = True
-_IS_LETTER = np.zeros(N_CODES, dtype=bool)
-_IS_LETTER[1:27] = True
-_IS_VOWEL = np.zeros(N_CODES, dtype=bool)
-for _c in "aeiou":
-    _IS_VOWEL[_LUT[ord(_c)]] = True
-_IS_CONSONANT = _IS_LETTER & ~_IS_VOWEL
-_IS_HYPHEN = np.zeros(N_CODES, dtype=bool)
-_IS_HYPHEN[_LUT[ord("-")]] = True
-_IS_HEX = np.zeros(N_CODES, dtype=bool)
-for _c in "0123456789abcdef":
-    _IS_HEX[_LUT[ord(_c)]] = True
-
-# Offsets keep ids of different n apart: sum of 42**k for k < n.
-_OFFSETS = [0]
-for _n in range(1, MAX_N + 1):
-    _OFFSETS.append(_OFFSETS[-1] + N_CODES**_n)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-LEXICAL_NAMES: tuple[str, ...] = (
-    "length",
-    "digits",
-    "digit_share",
-    "hyphens",
-    "vowel_share",
-    "max_consonant_run",
-    "max_vowel_run",
-    "max_digit_run",
-    "letter_digit_switches",
-    "entropy",
-    "distinct_share",
-    "hex_only",
-    "lm_mean_logp",
-    "lm_min_logp",
-    "lm_unseen3_share",
-    "lm_unseen4_share",
+from otelpeers.detect.dga.codes import (  # noqa: F401  (ALPHABET, MAX_N: re-exported)
+    ALPHABET,
+    BOS,
+    CODE_OF,
+    CONSONANT_CODES,
+    DIGIT_CODES,
+    EOS,
+    GOLDEN,
+    HEX_CODES,
+    HYPHEN_CODE,
+    LETTER_CODES,
+    LEXICAL_NAMES,
+    LM_K,
+    LM_ORDER,
+    MAX_N,
+    N_CODES,
+    NGRAM_OFFSETS,
+    OTHER,
+    PAD,
+    VOWEL_CODES,
 )
+
+
+def _flags(codes: frozenset[int]) -> np.ndarray:
+    out = np.zeros(N_CODES, dtype=bool)
+    out[sorted(codes)] = True
+    return out
+
+
+_LUT = np.array(CODE_OF, dtype=np.uint8)
+_IS_DIGIT = _flags(DIGIT_CODES)
+_IS_LETTER = _flags(LETTER_CODES)
+_IS_VOWEL = _flags(VOWEL_CODES)
+_IS_CONSONANT = _flags(CONSONANT_CODES)
+_IS_HYPHEN = _flags(frozenset({HYPHEN_CODE}))
+_IS_HEX = _flags(HEX_CODES)
+_OFFSETS = list(NGRAM_OFFSETS)
+_GOLDEN = np.uint64(GOLDEN)
 
 
 def encode(labels: Sequence[str]) -> np.ndarray:

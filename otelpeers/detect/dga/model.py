@@ -23,6 +23,13 @@ from typing import Any
 import numpy as np
 
 from otelpeers.detect.dga import domains
+from otelpeers.detect.dga.codes import (  # noqa: F401  (re-exported)
+    ARRAY_KEYS,
+    ARTEFACT_NAME,
+    FORMAT_VERSION,
+    ModelFormatError,
+    check_artefact,
+)
 from otelpeers.detect.dga.features import (
     LEXICAL_NAMES,
     CharLM,
@@ -33,20 +40,8 @@ from otelpeers.detect.dga.features import (
     row_sum,
 )
 
-ARTEFACT_NAME = "model.npz"
-FORMAT_VERSION = 1
 BATCH = 4096  # names per score_lines batch
 CHUNK = 1024  # labels per numpy pass
-
-# Keys every artefact has; loading checks them so a stale or foreign file fails clearly.
-ARRAY_KEYS = (
-    "format_version", "bits", "bias", "ngram_w", "lex_edges", "lex_w", "tld_names", "tld_w",
-    "lm_c1", "lm_c2", "lm_c3", "lm_c4", "sub_label_factor", "threshold_1pct",
-)
-
-
-class ModelFormatError(ValueError):
-    """The artefact is missing, incomplete or of another format version."""
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -57,18 +52,7 @@ class DgaModel:
     """Scores query names: 0 = looks like a human-chosen name, 1 = looks generated."""
 
     def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
-        missing = [key for key in ARRAY_KEYS if key not in arrays]
-        if missing:
-            raise ModelFormatError(
-                f"DGA model artefact lacks {', '.join(missing)}; rebuild it with "
-                "`make dga-model DATA=<dir with benign-train.txt and dga-dev.tsv>`"
-            )
-        version = int(arrays["format_version"])
-        if version != FORMAT_VERSION:
-            raise ModelFormatError(
-                f"DGA model artefact has format {version}, this code reads {FORMAT_VERSION}; "
-                "rebuild it with `make dga-model`"
-            )
+        check_artefact(list(arrays), arrays.get("format_version"))
         self.bits = int(arrays["bits"])
         self.bias = float(arrays["bias"])
         self.ngram_w = np.asarray(arrays["ngram_w"], dtype=np.float32)
