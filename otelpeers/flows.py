@@ -161,15 +161,37 @@ class _Rare:
 _NO_RARE = _Rare()  # shared by every flow that has none of it; never written
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What kind of flow it is. A handful of combinations exist: every flow shares one of
+    them, a slot per flow instead of four."""
+
+    protocol: int
+    family: int
+    sock_type: int
+    direction: Direction
+
+
+_SHAPES: dict[tuple[int, int, int, Direction], _Shape] = {}
+MAX_SHAPES = 256  # kernel values are small, but bounded all the same: past this, not shared
+
+
+def _shape(protocol: int, family: int, sock_type: int, direction: Direction) -> _Shape:
+    key = (protocol, family, sock_type, direction)
+    shape = _SHAPES.get(key)
+    if shape is None:
+        shape = _Shape(*key)
+        if len(_SHAPES) < MAX_SHAPES:
+            _SHAPES[key] = shape
+    return shape
+
+
 @dataclass(slots=True)
 class _Flow:
     """An open flow. Kept small: a long-lived connection holds one for its whole life."""
 
     cookie: int
-    protocol: int
-    family: int
-    sock_type: int
-    direction: Direction
+    shape: _Shape
     start_ns: int
     last_activity_ns: int
     owner: Owner | None
@@ -184,6 +206,22 @@ class _Flow:
     peer_cookie: int = 0  # the other end's cookie (the kernel paired them): its flow id
     rare: _Rare = _NO_RARE
     reported: Counters | None = None  # counters at the last progress record (None: none yet)
+
+    @property
+    def protocol(self) -> int:
+        return self.shape.protocol
+
+    @property
+    def family(self) -> int:
+        return self.shape.family
+
+    @property
+    def sock_type(self) -> int:
+        return self.shape.sock_type
+
+    @property
+    def direction(self) -> Direction:
+        return self.shape.direction
 
     def edit(self) -> _Rare:
         """The flow's own _Rare, made on first write."""
@@ -638,8 +676,9 @@ class FlowTable:
     def _new_flow(self, key: FlowKey, ev: SocketEvent, s: _Socket | None,
                   direction: Direction) -> _Flow:
         owner = ev.owner or (s.owner if s else None)
-        f = _Flow(cookie=ev.cookie, protocol=ev.protocol, family=ev.family,
-                  sock_type=ev.sock_type, direction=direction, start_ns=ev.time_ns,
+        f = _Flow(cookie=ev.cookie,
+                  shape=_shape(ev.protocol, ev.family, ev.sock_type, direction),
+                  start_ns=ev.time_ns,
                   last_activity_ns=ev.time_ns, owner=owner,
                   netns_cookie=ev.netns_cookie or (s.netns_cookie if s else 0))
         self._flows[key] = f
@@ -696,10 +735,11 @@ class FlowTable:
     @staticmethod
     def _record(f: _Flow, end_ns: int, reason: CloseReason, complete: bool,
                 tcp: TcpInfo | None = None) -> FlowRecord:
+        shape = f.shape
         return FlowRecord(
             flow_id=f.flow_id, cookie=f.cookie,
-            transport=TRANSPORTS.get(f.protocol, "icmp"),
-            family=f.family, sock_type=f.sock_type, direction=f.direction,
+            transport=TRANSPORTS.get(shape.protocol, "icmp"),
+            family=shape.family, sock_type=shape.sock_type, direction=shape.direction,
             local_addr=f.local_addr, local_port=f.local_port,
             peer_addr=f.peer_addr, peer_port=f.peer_port,
             start_ns=f.start_ns, end_ns=end_ns, owner=f.owner, netns_cookie=f.netns_cookie,

@@ -51,7 +51,10 @@ MARSHAL_VERSION = 2  # no object references: half the cost of the default for ou
 FINISH_TIMEOUT_S = 10.0  # at the end of input, wait this long for the last verdicts
 RESTART_INTERVAL_S = 5.0  # a process that keeps dying is started at most this often
 MAX_WHO = 65_536  # processes described to the detection process (then it starts over)
-PROGRESS_CHUNK = 4096  # progress snapshots per frame at most (a round may need several)
+# Progress snapshots per frame at most (a round may need several): the detection process holds
+# one frame's records at a time, and what it holds at its peak stays resident (Python keeps
+# the memory it once used); 1,024 records are about 1 MB.
+PROGRESS_CHUNK = 1024
 
 
 @dataclass(slots=True)

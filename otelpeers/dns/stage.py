@@ -7,7 +7,6 @@ stage's process() step, with what the cache knew at the flow's start.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -46,6 +45,11 @@ def nameable(dns_ports: frozenset[int], r: FlowRecord) -> bool:
             and r.peer_port not in dns_ports and r.dns is None)
 
 
+def _open_key(r: FlowRecord) -> int | str:
+    """An open flow's key: a TCP connection's cookie is unique for the boot."""
+    return r.cookie if r.transport == "tcp" else r.flow_id
+
+
 class DnsStage(BaseStage):
     name: ClassVar[str] = "dns"
     accepts: ClassVar[tuple[type, ...]] = (DnsPacketEvent, SocketEvent)
@@ -57,8 +61,11 @@ class DnsStage(BaseStage):
         self.flows_named = 0
         self.flows_unresolved = 0
         # Open flows' annotations, so live progress snapshots carry their DNS name without a
-        # cache lookup every interval; dropped when the flow completes (bounded anyway).
-        self._open: OrderedDict[str, DnsAnnotation | None] = OrderedDict()
+        # cache lookup every interval; dropped when the flow completes (bounded anyway, oldest
+        # first: a dict keeps insertion order at half an OrderedDict's cost per entry). TCP
+        # flows are keyed by their socket cookie, the very int the flow table keys them by,
+        # so an entry costs no key of its own (a flow id string is ~56 bytes).
+        self._open: dict[int | str, DnsAnnotation | None] = {}
         self._max_open = config.flows.max_flows
 
     def on_event(self, ev: Event, out: Outputs) -> None:
@@ -79,19 +86,20 @@ class DnsStage(BaseStage):
         if out.flows:
             if self._open:
                 for r in out.flows:
-                    self._open.pop(r.flow_id, None)
+                    self._open.pop(_open_key(r), None)
             out.flows = self.annotate(out.flows)
 
     def _annotate_open(self, r: FlowRecord) -> FlowRecord:
         if not nameable(self.dns_ports, r):
             return r  # inbound flows, half of a server's: nothing to look up or to hold
-        if r.flow_id in self._open:
-            dns = self._open[r.flow_id]
+        key = _open_key(r)
+        if key in self._open:
+            dns = self._open[key]
         else:
             dns = self._annotation(r, count=False)
-            self._open[r.flow_id] = dns
+            self._open[key] = dns
             if len(self._open) > self._max_open:
-                self._open.popitem(last=False)
+                del self._open[next(iter(self._open))]
         return r.with_dns(dns) if dns is not None else r
 
     def annotate(self, records: list[FlowRecord]) -> list[FlowRecord]:

@@ -36,7 +36,7 @@ def test_open_outbound_flow_is_named_once_and_forgotten_at_close() -> None:
         st.process(out)
         (r,) = out.progress
         assert r.dns is not None and r.dns.question_name == "api.example"
-    assert list(st._open) == ["2a"]
+    assert list(st._open) == [0x2a]  # keyed by the TCP cookie
     out = Outputs(flows=[flow("2a", peer="192.0.2.7")])
     st.process(out)
     assert out.flows[0].dns is not None and out.flows[0].dns.question_name == "api.example"
@@ -59,4 +59,4 @@ def test_flows_dns_cannot_name_are_not_held_while_open() -> None:
     out = Outputs(progress=[unnamed])
     st.process(out)
     assert out.progress[0].dns is not None and not out.progress[0].dns.resolved
-    assert list(st._open) == ["abc"]
+    assert list(st._open) == [0xabc]

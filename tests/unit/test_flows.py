@@ -325,3 +325,28 @@ def test_sock_gone_without_released_still_waits_for_the_grace_period() -> None:
     tcp_client(t)
     t.process(ev(Kind.SOCK_GONE, 2, 1))
     assert t.expire(11 * S) == []
+
+
+def test_open_flows_share_their_kind_and_the_shared_table_is_bounded() -> None:
+    """A long-lived connection's flow keeps one reference to its (transport, family, socket
+    type, direction), shared with every flow of that kind: three slots fewer per flow."""
+    from otelpeers import flows
+
+    t = FlowTable()
+    for cookie in (9, 10):
+        t.process(ev(Kind.TCP_OPEN, 5, cookie, start_ns=1 * S, owner=CURL, new_state=1,
+                     direction=Direction.OUTBOUND, local_addr="10.0.0.1",
+                     local_port=40000 + cookie, peer_addr="10.0.0.2", peer_port=80))
+    a, b = (t._flows[c] for c in (9, 10))
+    assert a.shape is b.shape and "protocol" not in type(a).__slots__
+    assert (a.protocol, a.family, a.sock_type, a.direction) == (
+        socket.IPPROTO_TCP, socket.AF_INET, socket.SOCK_STREAM, Direction.OUTBOUND)
+    r = t.live_flows()[0]
+    assert (r.transport, r.family, r.sock_type, r.direction) == (
+        "tcp", socket.AF_INET, socket.SOCK_STREAM, Direction.OUTBOUND)
+    before = len(flows._SHAPES)
+    odd = [flows._shape(200, 99, i, Direction.UNKNOWN) for i in range(2 * flows.MAX_SHAPES)]
+    assert len(flows._SHAPES) == flows.MAX_SHAPES >= before  # full: new kinds not kept
+    assert odd[-1].sock_type == 2 * flows.MAX_SHAPES - 1  # but still right
+    for key in [k for k in flows._SHAPES if k[0] == 200]:
+        del flows._SHAPES[key]
