@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.host import tree_cpu_seconds, tree_rss_bytes
+from bench.host import tree_cpu_seconds, tree_pss_bytes, tree_rss_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0
@@ -229,6 +229,10 @@ class AgentProc:
         """VmRSS of the agent and every process it started (span export runs in one)."""
         main, children = tree_rss_bytes(self.pid)
         return None if main is None else main + children
+
+    def pss(self) -> int | None:
+        """Proportional set size of the agent and its processes (shared pages once)."""
+        return tree_pss_bytes(self.pid)
 
     def rss_split(self) -> tuple[int | None, int]:
         """(the agent process, its children)."""

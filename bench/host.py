@@ -151,6 +151,29 @@ def rss_bytes(pid: int) -> int | None:
     return None if kib is None else kib * 1024
 
 
+def parse_pss_kib(rollup_text: str) -> int | None:
+    for line in rollup_text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return None
+
+
+def tree_pss_bytes(pid: int) -> int | None:
+    """Proportional set size of pid and its descendants: each shared page (the interpreter,
+    libc, the modules' files) split between the processes that map it, so a page counts
+    once in the total, where a sum of VmRSS counts it in every process."""
+    total = 0
+    for p in [pid, *child_pids(pid)]:
+        try:
+            kib = parse_pss_kib(Path(f"/proc/{p}/smaps_rollup").read_text())
+        except OSError:
+            kib = None
+        if kib is None and p == pid:
+            return None
+        total += (kib or 0) * 1024
+    return total
+
+
 def parse_mapped_libraries(maps_text: str) -> set[str]:
     """File names of the shared objects in a /proc/PID/maps text."""
     out = set()

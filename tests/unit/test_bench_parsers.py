@@ -28,6 +28,7 @@ from bench.host import (  # noqa: E402
     parse_map_memory,
     parse_mapped_libraries,
     parse_prog_stats,
+    parse_pss_kib,
     parse_vm_rss_kib,
     prog_stats_delta,
 )
@@ -70,6 +71,9 @@ def test_map_memory_by_program_maps_and_by_name() -> None:
 def test_proc_parsers() -> None:
     assert parse_vm_rss_kib("Name:\tpython\nVmRSS:\t  123456 kB\n") == 123456
     assert parse_vm_rss_kib("Name:\tkthread\n") is None
+    rollup = "55d0-7ffe ---p 00000000 00:00 0  [rollup]\nRss:  46292 kB\nPss:  40227 kB\n"
+    assert parse_pss_kib(rollup) == 40227
+    assert parse_pss_kib("Rss:  1 kB\n") is None
     stat = "42 (my prog) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0"
     assert parse_cpu_ticks(stat) == 300
     assert parse_cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n") == "AMD EPYC 7B13"
