@@ -1,7 +1,9 @@
 """Character features of DNS labels, computed in numpy for whole batches.
 
-One code path serves training (scripts/train_dga.py) and scoring, so the shipped model can
-never see features computed differently from the ones it was trained on.
+One code path serves training (scripts/train_dga.py) and batch scoring (``model``). The
+detection process scores one name at a time with ``scalar``, a plain-Python copy of these
+features; tests/unit/test_dga_scalar.py requires the two to agree to the last bit, so the
+shipped model never sees features computed differently from the ones it was trained on.
 
 A label is encoded as ``^label$`` over a 42-symbol alphabet (0 is padding). Features:
 
