@@ -32,6 +32,7 @@ from otelpeers.events import (
     SocketEvent,
     TcpInfo,
 )
+from otelpeers.oldest import eviction_batch, oldest_keys
 
 if TYPE_CHECKING:
     from otelpeers.detect.model import Detection
@@ -701,8 +702,10 @@ class FlowTable:
             self._expired.popitem(last=False)
 
     def _bound_listeners(self) -> None:
-        while len(self._listeners) > self.max_sockets:
-            self._listeners.pop(next(iter(self._listeners)))
+        excess = len(self._listeners) - self.max_sockets
+        if excess > 0:
+            for key in oldest_keys(self._listeners, eviction_batch(self.max_sockets, excess)):
+                del self._listeners[key]
 
     def _drop_listener(self, s: _Socket | None) -> None:
         if s is not None and s.bind is not None:
@@ -712,9 +715,13 @@ class FlowTable:
                 del self._listeners[key]
 
     def _evict_if_full(self) -> list[FlowRecord]:
+        """A full table ends its oldest flows as EVICTED, a batch at a time (otelpeers.oldest:
+        one at a time would walk the dict's holes at every new flow)."""
+        excess = len(self._flows) - self.max_flows
+        if excess <= 0:
+            return []
         done = []
-        while len(self._flows) > self.max_flows:
-            oldest = next(iter(self._flows))
+        for oldest in oldest_keys(self._flows, eviction_batch(self.max_flows, excess)):
             f = self._flows[oldest]
             done.append(self._complete(oldest, f.last_activity_ns, CloseReason.EVICTED,
                                        complete=False))

@@ -17,6 +17,7 @@ from otelpeers.dns.tracker import DnsTracker
 from otelpeers.dns.transactions import DnsTransaction
 from otelpeers.events import Direction, DnsPacketEvent, Event, Kind, SocketEvent
 from otelpeers.flows import DnsAnnotation, FlowRecord
+from otelpeers.oldest import eviction_batch, oldest_keys
 from otelpeers.pipeline import BaseStage, Outputs
 
 LOCAL_STUBS = ("127.0.0.53", "127.0.0.54", "::1", "127.0.0.1")
@@ -99,7 +100,8 @@ class DnsStage(BaseStage):
             dns = self._annotation(r, count=False)
             self._open[key] = dns
             if len(self._open) > self._max_open:
-                del self._open[next(iter(self._open))]
+                for stale in oldest_keys(self._open, eviction_batch(self._max_open)):
+                    del self._open[stale]
         return r.with_dns(dns) if dns is not None else r
 
     def annotate(self, records: list[FlowRecord]) -> list[FlowRecord]:

@@ -143,6 +143,21 @@ def test_flow_table_is_bounded_and_counts_evictions() -> None:
     assert all(r.close_reason == CloseReason.EVICTED and not r.complete for r in out)
 
 
+def test_a_big_full_table_evicts_its_oldest_flows_a_batch_at_a_time() -> None:
+    """1/256 of the capacity per pass: one at a time would walk the dict's deleted entries
+    at every new flow (otelpeers.oldest). Every evicted flow is still a counted record."""
+    t = FlowTable(max_flows=1024)
+    for i in range(1024):
+        assert tcp_client(t, cookie=i + 1, port=10000 + i) == []
+    out = tcp_client(t, cookie=5000, port=30000)  # one over: the 4 oldest go
+    assert [r.cookie for r in out] == [1, 2, 3, 4] and len(t) == 1021
+    assert all(r.close_reason == CloseReason.EVICTED and not r.complete for r in out)
+    assert t.stats.flows_evicted == 4
+    for i in range(3):  # room again: nothing more until the table is over its bound
+        assert tcp_client(t, cookie=6000 + i, port=31000 + i) == []
+    assert len(t) == 1024 and 5000 in t._flows
+
+
 def test_drain_marks_open_flows_incomplete() -> None:
     t = FlowTable()
     tcp_client(t)
