@@ -136,11 +136,16 @@ def attached_cgroup_programs() -> list[str]:
 
 
 # ---- /proc -------------------------------------------------------------------------
-def parse_vm_rss_kib(status_text: str) -> int | None:
-    for line in status_text.splitlines():
-        if line.startswith("VmRSS:"):
+def _kib_field(text: str, key: str) -> int | None:
+    """The kB value of ``key:`` in a /proc status or smaps_rollup text."""
+    for line in text.splitlines():
+        if line.startswith(key):
             return int(line.split()[1])
     return None
+
+
+def parse_vm_rss_kib(status_text: str) -> int | None:
+    return _kib_field(status_text, "VmRSS:")
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -152,10 +157,7 @@ def rss_bytes(pid: int) -> int | None:
 
 
 def parse_pss_kib(rollup_text: str) -> int | None:
-    for line in rollup_text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return None
+    return _kib_field(rollup_text, "Pss:")
 
 
 def tree_pss_bytes(pid: int) -> int | None:

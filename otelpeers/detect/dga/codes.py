@@ -7,7 +7,12 @@ name at a time in plain Python for the detection process. Both take their consta
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 N_CODES = 42  # 0 pad, 1..38 alphabet, 39 ^, 40 $, 41 other
@@ -66,17 +71,33 @@ class ModelFormatError(ValueError):
     """The artefact is missing, incomplete or of another format version."""
 
 
-def check_artefact(keys: Collection[str], version: object) -> None:
-    """Refuse an artefact that lacks an array or has another format version (``version``:
-    the ``format_version`` entry, a number or anything ``int()`` takes)."""
+def check_artefact(keys: Collection[str], version: int | None) -> None:
+    """Refuse an artefact that lacks an array or has another format version."""
     missing = [key for key in ARRAY_KEYS if key not in keys]
-    if missing:
+    if missing or version is None:
         raise ModelFormatError(
             f"DGA model artefact lacks {', '.join(missing)}; rebuild it with "
             "`make dga-model DATA=<dir with benign-train.txt and dga-dev.tsv>`"
         )
-    if int(version) != FORMAT_VERSION:  # type: ignore[call-overload]
+    if version != FORMAT_VERSION:
         raise ModelFormatError(
-            f"DGA model artefact has format {int(version)}, this code reads {FORMAT_VERSION}; "
+            f"DGA model artefact has format {version}, this code reads {FORMAT_VERSION}; "
             "rebuild it with `make dga-model`"
         )
+
+
+def read_artefact(path: str | Path, read: Callable[[Path], T]) -> T:
+    """``read`` applied to an artefact file; a missing file names the fix."""
+    try:
+        return read(Path(path))
+    except FileNotFoundError as exc:
+        raise ModelFormatError(
+            f"DGA model artefact {path} is missing; rebuild it with `make dga-model`"
+        ) from exc
+
+
+def read_shipped(read: Callable[[Path], T]) -> T:
+    """``read`` applied to the artefact shipped in the package."""
+    ref = resources.files("otelpeers.detect.dga").joinpath(ARTEFACT_NAME)
+    with resources.as_file(ref) as path:
+        return read_artefact(path, read)

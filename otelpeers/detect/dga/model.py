@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,8 @@ from otelpeers.detect.dga.codes import (  # noqa: F401  (re-exported)
     FORMAT_VERSION,
     ModelFormatError,
     check_artefact,
+    read_artefact,
+    read_shipped,
 )
 from otelpeers.detect.dga.features import (
     LEXICAL_NAMES,
@@ -52,7 +53,8 @@ class DgaModel:
     """Scores query names: 0 = looks like a human-chosen name, 1 = looks generated."""
 
     def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
-        check_artefact(list(arrays), arrays.get("format_version"))
+        version = arrays.get("format_version")
+        check_artefact(list(arrays), None if version is None else int(version))
         self.bits = int(arrays["bits"])
         self.bias = float(arrays["bias"])
         self.ngram_w = np.asarray(arrays["ngram_w"], dtype=np.float32)
@@ -177,24 +179,20 @@ class DgaModel:
         return out
 
 
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:  # no pickles
+        return {key: data[key] for key in data.files}
+
+
 def from_file(path: str | Path) -> DgaModel:
-    """A model read from an artefact file (``np.load`` without pickles)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError as exc:
-        raise ModelFormatError(
-            f"DGA model artefact {path} is missing; rebuild it with `make dga-model`"
-        ) from exc
-    return DgaModel(arrays)
+    """A model read from an artefact file."""
+    return DgaModel(read_artefact(path, _arrays))
 
 
 @lru_cache(maxsize=1)
 def load_model() -> DgaModel:
     """The model shipped in the package, loaded once per process."""
-    ref = resources.files("otelpeers.detect.dga").joinpath(ARTEFACT_NAME)
-    with resources.as_file(ref) as path:
-        return from_file(path)
+    return DgaModel(read_shipped(_arrays))
 
 
 def score_lines(lines: Iterable[str], model: DgaModel | None = None) -> Iterator[str]:

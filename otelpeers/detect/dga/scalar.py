@@ -16,12 +16,10 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 from otelpeers.detect.dga import domains
 from otelpeers.detect.dga.codes import (
-    ARTEFACT_NAME,
     BOS,
     CODE_OF,
     CONSONANT_CODES,
@@ -42,6 +40,8 @@ from otelpeers.detect.dga.codes import (
     VOWEL_CODES,
     ModelFormatError,
     check_artefact,
+    read_artefact,
+    read_shipped,
 )
 from otelpeers.detect.dga.npz import NpyArray, NpzFormatError, read_npz
 
@@ -69,17 +69,12 @@ _f32 = _F32()
 
 
 def _pairwise_sum(values: Sequence[float], f32: bool = False) -> float:
-    """numpy's sum of a short contiguous row (8 partial sums for 8..128 items, else in
-    order), so a bin edge that equals a feature value falls on the same side as in training."""
+    """numpy's sum of a row of 8..128 items (8 partial sums, then the rest in order), so a
+    bin edge that equals a feature value falls on the same side as in training."""
     n = len(values)
+    if not 8 <= n <= 128:
+        raise ValueError(f"numpy sums {n} items another way; only 8..128 are needed here")
     rnd = _f32 if f32 else float
-    if n < 8:
-        total = -0.0
-        for v in values:
-            total = rnd(total + v)
-        return total
-    if n > 128:
-        raise ValueError("rows longer than 128 are summed blockwise by numpy; not needed here")
     r = list(values[:8])
     whole = n - n % 8
     for i in range(8, whole, 8):
@@ -120,8 +115,8 @@ class ScalarModel:
     """Scores query names like ``DgaModel.score_parsed``, one name per call, no numpy."""
 
     def __init__(self, arrays: dict[str, NpyArray]) -> None:
-        version = arrays["format_version"].scalar() if "format_version" in arrays else None
-        check_artefact(list(arrays), version)
+        version = arrays.get("format_version")
+        check_artefact(list(arrays), None if version is None else int(version.scalar()))
         self.bits = int(arrays["bits"].scalar())
         self.bias = float(arrays["bias"].scalar())
         ngram_w = arrays["ngram_w"]
@@ -275,22 +270,19 @@ class ScalarModel:
         return self.score_parsed([domains.parse(name) for name in names])
 
 
-def from_file(path: str | Path) -> ScalarModel:
-    """A model read from an artefact file."""
+def _arrays(path: Path) -> dict[str, NpyArray]:
     try:
-        arrays = read_npz(path)
-    except FileNotFoundError as exc:
-        raise ModelFormatError(
-            f"DGA model artefact {path} is missing; rebuild it with `make dga-model`"
-        ) from exc
+        return read_npz(path)
     except NpzFormatError as exc:
         raise ModelFormatError(f"{exc}; rebuild it with `make dga-model`") from exc
-    return ScalarModel(arrays)
+
+
+def from_file(path: str | Path) -> ScalarModel:
+    """A model read from an artefact file."""
+    return ScalarModel(read_artefact(path, _arrays))
 
 
 @lru_cache(maxsize=1)
 def load_scalar_model() -> ScalarModel:
     """The model shipped in the package, loaded once per process."""
-    ref = resources.files("otelpeers.detect.dga").joinpath(ARTEFACT_NAME)
-    with resources.as_file(ref) as path:
-        return from_file(path)
+    return ScalarModel(read_shipped(_arrays))
