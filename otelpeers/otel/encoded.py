@@ -81,11 +81,36 @@ class SpanBatch:
     def __len__(self) -> int:
         return len(self._encoded) + len(self._spans)
 
+    def seal(self) -> SealedBatch:
+        """This batch's spans, to export now or from another thread; the next batch starts
+        empty (the span export process encodes the next while the last is being sent)."""
+        sealed = SealedBatch(self._exporter, self._encoded, self._spans)
+        self._encoded, self._spans = EncodedSpans(self._encoding or ""), []
+        return sealed
+
     def export(self) -> bool:
         """Export the batch and start the next; False when any part failed."""
-        encoded, spans = self._encoded, self._spans
-        self._encoded, self._spans = EncodedSpans(self._encoding or ""), []
-        exporter = self._exporter
+        return self.seal().export()
+
+
+class SealedBatch:
+    """A batch no longer added to: its encoded spans and the spans the encoder left to the
+    exporter's own export()."""
+
+    __slots__ = ("_exporter", "_encoded", "_spans")
+
+    def __init__(self, exporter: SpanExporter | None, encoded: EncodedSpans,
+                 spans: list[ReadableSpan]) -> None:
+        self._exporter = exporter
+        self._encoded = encoded
+        self._spans = spans
+
+    def __len__(self) -> int:
+        return len(self._encoded) + len(self._spans)
+
+    def export(self) -> bool:
+        """False when any part failed."""
+        exporter, encoded, spans = self._exporter, self._encoded, self._spans
         if exporter is None:
             return True
         ok = True

@@ -74,7 +74,8 @@ class SpanSink:
         self._queue: ExportQueue[SpanItem] = ExportQueue(
             export, what="spans",
             max_queue=config.max_queue_size, batch=config.max_export_batch_size,
-            delay_s=config.schedule_delay_s, warn_interval_s=warn_interval_s)
+            delay_s=config.schedule_delay_s, warn_interval_s=warn_interval_s,
+            workers=2 if self._offload is not None else 1)
 
     @property
     def span_exporter(self) -> SpanExporter | None:

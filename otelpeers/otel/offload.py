@@ -11,6 +11,11 @@ bytes either way), exports the batch in one request through the same exporter fa
 answers once per batch with what it exported. Resources are sent once per owning process.
 Records that carry a detection (rare) travel pickled, whole.
 
+Two batches may be in flight, so that neither side waits idle for the collector: the span
+queue has two workers; one packs and sends its batch while the other waits for the answer
+to the batch before, and in the child a sending thread exports one batch while the main
+thread unpacks and encodes the next. Answers come back in the order the batches went.
+
 The child reads its standard input only: when the agent dies, the pipe closes and the child
 exits; it ignores SIGINT/SIGTERM so that the agent controls the shutdown (flush, then close).
 """
@@ -21,12 +26,13 @@ import logging
 import marshal
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from otelpeers.dns.lookups import DnsLookup
 from otelpeers.dns.transactions import DnsTransaction
@@ -36,6 +42,9 @@ from otelpeers.flows import FlowRecord
 from otelpeers.flowwire import pack_flows, unpack_flows
 from otelpeers.frames import read_frame, widen_pipes, write_frame
 from otelpeers.gctune import tune_for_throughput
+
+if TYPE_CHECKING:  # the agent imports this module; only the child needs the encoders
+    from otelpeers.otel.encoded import SealedBatch
 
 _log = logging.getLogger(__name__)
 
@@ -79,7 +88,10 @@ CHUNK = 512  # items per frame: a 2,048-span batch (the default) is four frames
 
 class OffloadedExport:
     """Sends packed items to the export child; export(items, resource_of) -> (exported,
-    failed, mapping_errors). Restarts the child (counted) if it died."""
+    failed, mapping_errors). Safe to call from two threads: one batch's frames go at a
+    time, and a second batch may be packed and sent while the child exports the first
+    (answers come back in the order the batches went). Restarts the child (counted) at
+    the next export after it died."""
 
     def __init__(self, config: ExportConfig, host_attributes: Mapping[str, Any],
                  boot_id: bytes) -> None:
@@ -87,20 +99,31 @@ class OffloadedExport:
                                     "boot_id": boot_id})
         self._proc: subprocess.Popen[bytes] | None = None
         self._sent_resources: set[object] = set()
-        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one batch's frames at a time; (re)starts
+        self._answers = threading.Condition()  # guards the four fields below
+        self._generation = 0  # which child: +1 at each (re)start
+        self._sent = 0  # batches sent to this child
+        self._answered = 0  # batches this child has answered
+        self._broken = False  # this child failed: the next export starts another
+        self._closed = False
         self.restarts = 0
         self._start()
 
     def _start(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "otelpeers.otel.offload"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, env=env, close_fds=True)
+        with self._answers:
+            self._proc = proc
+            self._generation += 1
+            self._sent = self._answered = 0
+            self._broken = False
         self._sent_resources.clear()
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        widen_pipes(self._proc.stdin, self._proc.stdout)
-        write_frame(self._proc.stdin, self._init)
-        reply = read_frame(self._proc.stdout)
+        assert proc.stdin is not None and proc.stdout is not None
+        widen_pipes(proc.stdin, proc.stdout)
+        write_frame(proc.stdin, self._init)
+        reply = read_frame(proc.stdout)
         if reply is None or marshal.loads(reply) != ("ready",):
             raise ExportChildError("the span export process did not start; run "
                                    "`python -m otelpeers.otel.offload` to see why")
@@ -112,27 +135,58 @@ class OffloadedExport:
         The batch goes in chunks of CHUNK items, one frame each: the child maps one chunk
         while this thread packs the next, instead of waiting idle for the whole batch to be
         packed (this thread shares the interpreter lock with the pipeline); the child exports
-        the batch's spans in one request after the final chunk and answers once."""
+        the batch's spans in one request after the final chunk and answers once. The send
+        lock is released before the answer is awaited, so another caller's batch follows
+        while the child sends this one to the collector."""
         if not items:
             return 0, 0, 0
-        with self._lock:
+        lost = (0, len(items), 0)
+        with self._send_lock:
+            if self._closed or (self._broken and not self._restart()):
+                return lost
+            proc, generation = self._proc, self._generation
+            assert proc is not None and proc.stdin is not None and proc.stdout is not None
             try:
-                proc = self._proc
-                assert proc is not None and proc.stdin is not None and proc.stdout is not None
                 for start in range(0, len(items), CHUNK):
                     final = start + CHUNK >= len(items)
                     frame = self._frame(items[start:start + CHUNK], resource_key,
                                         resource_attributes, final)
                     write_frame(proc.stdin, marshal.dumps(frame))
-                reply = read_frame(proc.stdout)  # one answer, after the final chunk
-                if reply is None:
-                    raise ExportChildError("the span export process exited")
-                _tag, exported, failed, errors = marshal.loads(reply)
-                return exported, failed, errors
-            except (OSError, ValueError, EOFError, ExportChildError) as exc:
-                _log.warning("span export process failed (%s); restarting it", exc)
-                self._restart()
-                return 0, len(items), 0
+            except (OSError, ValueError) as exc:
+                self._failed(generation, exc)
+                return lost
+            with self._answers:
+                ticket = self._sent
+                self._sent += 1
+        with self._answers:  # answers come in the order the batches went: wait for our turn
+            while (self._answered != ticket and self._generation == generation
+                   and not self._broken):
+                self._answers.wait()
+            if self._generation != generation or self._broken:
+                return lost
+        try:
+            reply = read_frame(proc.stdout)
+            if reply is None:
+                raise ExportChildError("the span export process exited")
+            _tag, exported, failed, errors = marshal.loads(reply)
+        except (OSError, ValueError, EOFError, ExportChildError) as exc:
+            self._failed(generation, exc)
+            return lost
+        with self._answers:
+            if self._generation == generation:
+                self._answered += 1
+            self._answers.notify_all()
+        return exported, failed, errors
+
+    def _failed(self, generation: int, exc: BaseException) -> None:
+        """This child's batches in flight are lost (their callers count them); the next
+        export starts another child."""
+        with self._answers:
+            if self._generation != generation or self._broken:
+                return
+            self._broken = True
+            self._answers.notify_all()
+        _log.warning("span export process failed (%s); restarting it", exc)
 
     def _frame(self, items: Sequence[FlowRecord | DnsLookup], resource_key: Any,
                resource_attributes: Any, final: bool = True) -> list[tuple[Any, ...]]:
@@ -157,13 +211,18 @@ class OffloadedExport:
         frames.append(("batch", flow_keys, pack_flows(flows), lookups, pickled, final))
         return frames
 
-    def _restart(self) -> None:
+    def _restart(self) -> bool:
+        """Under the send lock: a new child for the dead one; False if it cannot start."""
         self._kill()
         self.restarts += 1
         try:
             self._start()
         except (OSError, ExportChildError) as exc:
             _log.error("span export process cannot restart: %s", exc)
+            with self._answers:
+                self._broken = True
+            return False
+        return True
 
     def _kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -172,11 +231,14 @@ class OffloadedExport:
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Ask the child to flush and shut its exporter down, then reap it."""
-        with self._lock:
-            proc = self._proc
+        with self._send_lock:
+            proc, self._closed = self._proc, True
             if proc is None:
                 return
-            self._proc = None
+            with self._answers:
+                self._proc = None
+                self._broken = True
+                self._answers.notify_all()
             try:
                 if proc.poll() is None and proc.stdin is not None and proc.stdout is not None:
                     write_frame(proc.stdin, marshal.dumps([("close",)]))
@@ -207,6 +269,7 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
     errors = 0
     tune_for_throughput()
     write_frame(stdout, marshal.dumps(("ready",)))
+    sender = _Sender(stdout)
     while True:
         frame = read_frame(stdin)
         if frame is None:
@@ -244,16 +307,49 @@ def child_main(stdin: BinaryIO, stdout: BinaryIO) -> int:
                         errors += 1
                 if not final:
                     continue  # the batch's other chunks follow: one export for all
-                n = len(batch)
-                ok = batch.export()
-                write_frame(stdout, marshal.dumps(("done", n if ok else 0, 0 if ok else n,
-                                                   errors)))
+                sender.put(batch.seal(), errors)
                 errors = 0
         if closing:
             break
+    sender.close()  # the batches still being sent are answered first
     if exporter is not None:
         exporter.shutdown()
     return 0
+
+
+class _Sender:
+    """Exports sealed batches in their order in its own thread and answers each, so that the
+    next batch is unpacked and encoded while the collector takes this one (the request
+    waits on the network without the interpreter lock). One batch waits at most: the agent
+    has two in flight at most."""
+
+    def __init__(self, stdout: BinaryIO) -> None:
+        self._stdout = stdout
+        self._jobs: queue.Queue[tuple[SealedBatch, int] | None] = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="otelpeers-span-send",
+                                        daemon=True)
+        self._thread.start()
+
+    def put(self, sealed: SealedBatch, errors: int) -> None:
+        self._jobs.put((sealed, errors))
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        answering = True
+        while (job := self._jobs.get()) is not None:
+            sealed, errors = job
+            n = len(sealed)
+            ok = sealed.export()
+            if not answering:
+                continue  # the agent is gone: finish quietly, the main loop sees the EOF
+            try:
+                write_frame(self._stdout, marshal.dumps(
+                    ("done", n if ok else 0, 0 if ok else n, errors)))
+            except (OSError, ValueError):
+                answering = False
 
 
 def main() -> int:

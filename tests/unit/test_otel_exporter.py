@@ -167,3 +167,53 @@ def test_no_exporter_counts_not_exported(tmp_path, monkeypatch):
     exp.consume(Outputs(flows=list(many(4))))
     exp.close()
     assert exp.counters()["spans_not_exported"] == 4
+
+
+def test_two_workers_export_two_batches_at_once_and_flush_waits_for_both():
+    """workers=2 (the span export child): a second batch is exported while the first is
+    still in its export; flush returns once both are answered, not when the queue is
+    merely empty."""
+    import itertools
+
+    from otelpeers.otel.queue import ExportQueue
+
+    entered = [threading.Event(), threading.Event()]
+    release = threading.Event()
+    exported: list[int] = []
+    calls = itertools.count()  # next() is atomic under the interpreter lock
+
+    def export(items):
+        i = next(calls)
+        if i < 2:
+            entered[i].set()
+            assert release.wait(10)
+        exported.append(len(items))
+        return True
+
+    q = ExportQueue(export, what="spans", max_queue=100, batch=10, delay_s=60, workers=2)
+    try:
+        q.put(list(range(10)))
+        q.put(list(range(10, 20)))
+        assert entered[0].wait(10) and entered[1].wait(10)  # both inside export at once
+        flushed: list[bool] = []
+        flusher = threading.Thread(target=lambda: flushed.append(q.flush(10)))
+        flusher.start()
+        flusher.join(0.3)
+        assert flusher.is_alive() and not flushed  # the queue is empty, the batches are not
+        release.set()
+        flusher.join(10)
+        assert flushed == [True]
+        assert sorted(exported) == [10, 10] and q.stats()["exported"] == 20
+    finally:
+        release.set()
+        q.close()
+
+
+def test_workers_must_be_positive():
+    import pytest
+
+    from otelpeers.otel.queue import ExportQueue
+
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        ExportQueue(lambda items: True, what="spans", max_queue=1, batch=1, delay_s=1,
+                    workers=0)

@@ -143,3 +143,144 @@ def test_a_batch_larger_than_a_chunk_goes_in_chunks_and_each_answer_counts(
     spans = spans_of(lines(tmp_path))
     assert len(spans) == n
     assert len({json.dumps(s["resource"].get("process.pid")) for s in spans.values()}) == 7
+
+
+class HeldCollector:
+    """An OTLP/HTTP receiver on loopback that holds its first request until released, and
+    counts the spans of every request it gets."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        self.first_arrived = threading.Event()
+        self.release = threading.Event()
+        self.requests: list[int] = []  # spans per request, in arrival order
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                req = ExportTraceServiceRequest.FromString(body)
+                spans = sum(len(ss.spans) for rs in req.resource_spans
+                            for ss in rs.scope_spans)
+                outer.requests.append(spans)
+                if len(outer.requests) == 1:
+                    outer.first_arrived.set()
+                    assert outer.release.wait(30)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_sent(offload: object, n: int, timeout_s: float = 30) -> bool:
+    """Until n batches have gone to the child (polling its counter, bounded)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while offload._sent < n and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    return offload._sent >= n  # type: ignore[attr-defined]
+
+
+def test_a_second_batch_is_sent_while_the_child_exports_the_first() -> None:
+    """Two callers (the span queue's two workers): the second batch's frames go while the
+    child waits on the collector with the first, and each caller gets its own batch's
+    answer, in order."""
+    import threading
+
+    from otelpeers.config import OtlpConfig
+    from otelpeers.otel.offload import OffloadedExport
+
+    collector = HeldCollector()
+    cfg = ExportConfig(otlp=OtlpConfig(endpoint=collector.endpoint, protocol="http/protobuf"))
+    offload = OffloadedExport(cfg, {A.HOST_NAME: "h"}, b"o" * 16)
+    results: dict[str, tuple[int, int, int]] = {}
+    sent_second = threading.Event()
+
+    def export(name: str, flows: list) -> None:
+        results[name] = offload.export(flows, lambda o: "k", lambda o: {})
+
+    try:
+        first = threading.Thread(target=export, args=("first", list(many(30))))
+        first.start()
+        assert collector.first_arrived.wait(30)  # the child is inside the first request
+        real_frame = offload._frame  # the test notes when the second batch's frame is made
+
+        def noting(*args: object) -> list:
+            sent_second.set()
+            return real_frame(*args)
+
+        offload._frame = noting
+        second = threading.Thread(target=export,
+                                  args=("second", list(many(7, start_cookie=0x7000))))
+        second.start()
+        assert sent_second.wait(30)  # not held back by the first batch's answer
+        assert wait_sent(offload, 2)
+        assert "second" not in results  # its answer follows the first's
+        assert collector.requests == [30]
+        collector.release.set()
+        first.join(30)
+        second.join(30)
+    finally:
+        collector.release.set()
+        offload.close()
+        collector.close()
+    assert results == {"first": (30, 0, 0), "second": (7, 0, 0)}
+    assert collector.requests == [30, 7]
+
+
+def test_a_child_dying_with_two_batches_in_flight_fails_both_and_restarts_once(
+        tmp_path: Path) -> None:
+    import threading
+
+    from otelpeers.config import OtlpConfig
+    from otelpeers.otel.offload import OffloadedExport
+
+    collector = HeldCollector()
+    cfg = ExportConfig(otlp=OtlpConfig(endpoint=collector.endpoint, protocol="http/protobuf"))
+    offload = OffloadedExport(cfg, {A.HOST_NAME: "h"}, b"o" * 16)
+    results: dict[str, tuple[int, int, int]] = {}
+
+    def export(name: str, n: int, cookie: int) -> None:
+        results[name] = offload.export(list(many(n, start_cookie=cookie)), lambda o: "k",
+                                       lambda o: {})
+
+    try:
+        first = threading.Thread(target=export, args=("first", 5, 0x100))
+        first.start()
+        assert collector.first_arrived.wait(30)
+        second = threading.Thread(target=export, args=("second", 6, 0x200))
+        second.start()
+        assert wait_sent(offload, 2)  # its frames are sent; it waits for the first answer
+        child = offload._proc  # the test reaches in to kill it
+        os.kill(child.pid, signal.SIGKILL)
+        first.join(30)
+        second.join(30)
+        assert results == {"first": (0, 5, 0), "second": (0, 6, 0)}
+        collector.release.set()
+        export("third", 4, 0x300)  # a new child
+    finally:
+        collector.release.set()
+        offload.close()
+        collector.close()
+    assert results["third"] == (4, 0, 0)
+    assert offload.restarts == 1
