@@ -38,7 +38,9 @@ _counter_values = attrgetter("packets_out", "bytes_out", "payload_out", "packets
 _family_of = attrgetter("family")
 _sock_type_of = attrgetter("sock_type")
 _direction_of = attrgetter("direction")
-_reason_of = attrgetter("close_reason.value")
+_reason_of = attrgetter("close_reason")
+# An enum's .value is a property (about 180 ns); a dict lookup by member is about 40.
+_REASON_VALUE = {r: r.value for r in CloseReason}
 _tcp_values = attrgetter("bytes_acked", "bytes_received", "total_retrans", "srtt_us")
 _dns_values = attrgetter("resolved", "question_name", "cname_chain", "how", "txn_id")
 
@@ -68,7 +70,7 @@ def pack_flows(flows: Sequence[FlowRecord]) -> Packed:
         list(map(int, map(_family_of, flows))),
         list(map(int, map(_sock_type_of, flows))),
         list(map(int, map(_direction_of, flows))),
-        list(map(_reason_of, flows)),
+        list(map(_REASON_VALUE.__getitem__, map(_reason_of, flows))),
         [None if c is None else _counter_values(c) for c in map(_reported_of, flows)],
         [(i, tuple((f.time_ns, f.path, f.flags) for f in r.files))
          for i, r in enumerate(flows) if r.files],

@@ -18,7 +18,6 @@ from otelpeers.dns.lookups import DnsLookup
 from otelpeers.exportconfig import ExportConfig
 from otelpeers.flows import FlowRecord
 from otelpeers.ids import SpanIds
-from otelpeers.otel.encoded import SpanBatch
 from otelpeers.otel.factory import build_span_exporter, resolve_otlp
 from otelpeers.otel.queue import SHUTDOWN_TIMEOUT_S, WARN_INTERVAL_S, ExportQueue
 from otelpeers.otel.resources import ProcessAttributes, ResourceCache, detect_host_resource
@@ -102,6 +101,10 @@ class SpanSink:
 
     # ---- worker ------------------------------------------------------------------------
     def _export(self, items: list[SpanItem]) -> bool:
+        # Imported here: with the export child (the default) the agent never encodes a span
+        # and does not load the encoders.
+        from otelpeers.otel.encoded import SpanBatch
+
         batch = SpanBatch(self._exporter, self._ids)  # the same encoding as the child's
         for item in items:
             owner = item.owner
