@@ -120,13 +120,16 @@ class _Counting:
 
 
 def test_grpc_exporter_sends_the_fast_encoding(monkeypatch):
-    """Pins the SDK hook (_translate_data): if an upgrade renames it, this fails."""
+    """Pins the SDK hooks (_translate_data, and _stub, which the SDK builds its client from
+    again when it reconnects): if an upgrade renames either, this fails. The encoder's bytes
+    reach gRPC unparsed, and a span the fast encoder cannot write still goes (the SDK's
+    encoder, a message serialized as usual)."""
     from concurrent import futures
 
     import grpc
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-    from otelpeers.otel import otlp_export
+    from otelpeers.otel import otlp_export, wire
 
     got = []
 
@@ -139,19 +142,41 @@ def test_grpc_exporter_sends_the_fast_encoding(monkeypatch):
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    counting = _Counting(otlp_export.encode_request)
-    monkeypatch.setattr(otlp_export, "encode_request", counting)
+    counting = _Counting(wire.encode_request_bytes)
+    monkeypatch.setattr(wire, "encode_request_bytes", counting)
+    serialized = _Counting(otlp_export.request_bytes)
+    monkeypatch.setattr(otlp_export, "request_bytes", serialized)
+    from opentelemetry.trace import TraceState
+
+    ctx = SpanContext(5, 6, is_remote=False, trace_state=TraceState([("k", "v")]))
+    stated = ReadableSpan("s", ctx, resource=Resource({}), start_time=1, end_time=2)
     try:
         spans = flow_spans()
         exp = otlp_export.FastGrpcSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True,
                                                timeout=5)
+        assert isinstance(exp._client, otlp_export.BytesTraceServiceStub)
         assert exp.export(spans) == SpanExportResult.SUCCESS
         send_encoded(exp)
+        assert exp.export([stated]) == SpanExportResult.SUCCESS  # the SDK's encoder
+        exp._initialize_channel_and_stub()  # what the SDK does to reconnect
+        assert isinstance(exp._client, otlp_export.BytesTraceServiceStub)
+        assert exp.export(spans) == SpanExportResult.SUCCESS
         exp.shutdown()
     finally:
         server.stop(None)
-    assert counting.calls == 1
-    assert got == [encode_spans(spans)] * 2
+    assert counting.calls == 3  # the trace state's batch raised Unsupported in it
+    assert serialized.calls == 4  # every request, the reconnected client's too
+    assert got == [encode_spans(spans), encode_spans(spans), encode_spans([stated]),
+                   encode_spans(spans)]
+
+
+def test_the_grpc_request_serializer_passes_bytes_and_serializes_messages():
+    from otelpeers.otel.otlp_export import request_bytes
+
+    message = encode_spans(flow_spans())
+    data = message.SerializeToString()
+    assert request_bytes(data) is data
+    assert request_bytes(message) == data
 
 
 def test_http_exporter_sends_the_fast_encoding(monkeypatch):
