@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 
+import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,6 +16,7 @@ from otelpeers import attributes as A
 from otelpeers.config import ExportConfig, FilesConfig
 from otelpeers.ids import SpanIds
 from otelpeers.otel.exporter import SpanSink
+from otelpeers.otel.queue import ExportQueue
 from otelpeers.pipeline import Outputs
 from otelpeers.testing.flows import many
 
@@ -173,10 +176,6 @@ def test_two_workers_export_two_batches_at_once_and_flush_waits_for_both():
     """workers=2 (the span export child): a second batch is exported while the first is
     still in its export; flush returns once both are answered, not when the queue is
     merely empty."""
-    import itertools
-
-    from otelpeers.otel.queue import ExportQueue
-
     entered = [threading.Event(), threading.Event()]
     release = threading.Event()
     exported: list[int] = []
@@ -210,10 +209,6 @@ def test_two_workers_export_two_batches_at_once_and_flush_waits_for_both():
 
 
 def test_workers_must_be_positive():
-    import pytest
-
-    from otelpeers.otel.queue import ExportQueue
-
     with pytest.raises(ValueError, match="workers must be at least 1"):
         ExportQueue(lambda items: True, what="spans", max_queue=1, batch=1, delay_s=1,
                     workers=0)

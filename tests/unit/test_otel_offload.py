@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 
 from otelpeers import attributes as A
-from otelpeers.config import ExportConfig, FilesConfig
+from otelpeers.config import ExportConfig, FilesConfig, OtlpConfig
 from otelpeers.detect.model import Actor, ActorKind, Detection, EvidenceKind, EvidenceRef
 from otelpeers.detect.rules import meta
 from otelpeers.dns.lookups import DnsLookup
@@ -21,7 +25,7 @@ from otelpeers.flows import DnsAnnotation, FileAccess
 from otelpeers.flowwire import pack_flows, unpack_flows
 from otelpeers.ids import SpanIds
 from otelpeers.otel.exporter import SpanSink
-from otelpeers.otel.offload import pack_lookup, unpack_lookup
+from otelpeers.otel.offload import OffloadedExport, pack_lookup, unpack_lookup
 from otelpeers.pipeline import Outputs
 from otelpeers.testing.flows import T0, flow, local_pair, many, owner
 
@@ -150,13 +154,6 @@ class HeldCollector:
     counts the spans of every request it gets."""
 
     def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
         self.first_arrived = threading.Event()
         self.release = threading.Event()
         self.requests: list[int] = []  # spans per request, in arrival order
@@ -193,8 +190,6 @@ class HeldCollector:
 
 def wait_sent(offload: object, n: int, timeout_s: float = 30) -> bool:
     """Until n batches have gone to the child (polling its counter, bounded)."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while offload._sent < n and time.monotonic() < deadline:  # type: ignore[attr-defined]
         time.sleep(0.01)
@@ -205,11 +200,6 @@ def test_a_second_batch_is_sent_while_the_child_exports_the_first() -> None:
     """Two callers (the span queue's two workers): the second batch's frames go while the
     child waits on the collector with the first, and each caller gets its own batch's
     answer, in order."""
-    import threading
-
-    from otelpeers.config import OtlpConfig
-    from otelpeers.otel.offload import OffloadedExport
-
     collector = HeldCollector()
     cfg = ExportConfig(otlp=OtlpConfig(endpoint=collector.endpoint, protocol="http/protobuf"))
     offload = OffloadedExport(cfg, {A.HOST_NAME: "h"}, b"o" * 16)
@@ -248,13 +238,7 @@ def test_a_second_batch_is_sent_while_the_child_exports_the_first() -> None:
     assert collector.requests == [30, 7]
 
 
-def test_a_child_dying_with_two_batches_in_flight_fails_both_and_restarts_once(
-        tmp_path: Path) -> None:
-    import threading
-
-    from otelpeers.config import OtlpConfig
-    from otelpeers.otel.offload import OffloadedExport
-
+def test_a_child_dying_with_two_batches_in_flight_fails_both_and_restarts_once() -> None:
     collector = HeldCollector()
     cfg = ExportConfig(otlp=OtlpConfig(endpoint=collector.endpoint, protocol="http/protobuf"))
     offload = OffloadedExport(cfg, {A.HOST_NAME: "h"}, b"o" * 16)
