@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.host import tree_cpu_seconds, tree_pss_bytes, tree_rss_bytes
+from bench.host import child_pids, tree_cpu_seconds, tree_pss_bytes, tree_rss_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0
@@ -237,6 +237,24 @@ class AgentProc:
     def rss_split(self) -> tuple[int | None, int]:
         """(the agent process, its children)."""
         return tree_rss_bytes(self.pid)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The agent and every process it started stopped (SIGSTOP), its programs still
+        attached: what the kernel side costs alone. Continued on the way out, whatever
+        happened meanwhile."""
+        pids = [self.pid, *child_pids(self.pid)]
+        stopped: list[int] = []
+        try:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            yield
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def wait_idle(self, quiet_s: float = 1.0, timeout: float = 60.0) -> float:
         """Wait until the agent's CPU time (its children's included: span export runs in

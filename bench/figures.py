@@ -139,8 +139,9 @@ def overhead(ctx: Ctx) -> Result:
     secs = 2 if ctx.quick else 5
     storm_s = 2 if ctx.quick else 5
     tput: dict[str, list[float]] = {"off": [], "on": []}
-    rate: dict[str, list[float]] = {"off": [], "on": [], "tcplife": []}
+    rate: dict[str, list[float]] = {"off": [], "on": [], "tcplife": [], "stopped": []}
     seen: list[dict[str, Any]] = []
+    paused: list[dict[str, Any]] = []
     stats: dict[str, Any] = {}
     tl_path = ensure_tcplife()
     with host.netns(1) as ns, iperf_server(ns) as iport, storm.server(ns) as sport:
@@ -148,13 +149,23 @@ def overhead(ctx: Ctx) -> Result:
             tput[state].append(iperf(ns, iport, secs))
             rate[state].append(storm.client(ns, sport, rate=0, seconds=storm_s).rate)
 
+        states = ("off", "on", "tcplife", "stopped")
         for i in range(rounds):
             # rotate, so that no state always runs first or last in a round
-            order = (("off", "on", "tcplife"), ("on", "tcplife", "off"),
-                     ("tcplife", "off", "on"))[i % 3]
+            order = states[i % 4:] + states[:i % 4]
             for state in order:
                 if state == "off":
                     measure("off")
+                    continue
+                if state == "stopped":  # programs attached, every agent process stopped
+                    with ctx.agent(f"overhead-stopped-{i}") as a:
+                        a.wait_idle()
+                        with a.paused():
+                            rate["stopped"].append(
+                                storm.client(ns, sport, rate=0, seconds=storm_s).rate)
+                        a.wait_idle(timeout=240)
+                    paused.append({"round": i, "kernel_drops": a.summary.drops_total
+                                   if a.summary else None})
                     continue
                 if state == "tcplife":  # the peer a user would pick instead, same storm
                     with tcplife_running(tl_path, ctx.workdir, f"overhead-{i}"):
@@ -183,6 +194,14 @@ def overhead(ctx: Ctx) -> Result:
                median(rate["tcplife"]), "conn/s", median(rate["off"]), "not attached", None,
                "same storm, same rounds: the tool a user would run instead; per-round ratios "
                + ", ".join(f"{r:.3f}" for r in paired_ratios(rate["tcplife"], rate["off"]))),
+        Figure("overhead", "connection storm rate, programs attached, agent stopped",
+               median(rate["stopped"]), "conn/s", median(rate["off"]), "not attached", None,
+               "same storm, same rounds, the agent and its processes stopped (SIGSTOP): the "
+               "kernel side alone, the most any user space could reach; per-round ratios "
+               + ", ".join(f"{r:.3f}" for r in paired_ratios(rate["stopped"], rate["off"]))
+               + "; kernel drops while stopped "
+               + ", ".join(f"{p['kernel_drops']:,}" if p["kernel_drops"] is not None else "?"
+                           for p in paused)),
     ]
     per_conn = stats.get("storm", {}).get("bpf_ns_per_connection")
     if per_conn is not None:
@@ -198,6 +217,7 @@ def overhead(ctx: Ctx) -> Result:
     ctx.notes.append("Overhead ratios on 2 cores include the agent's user-space CPU: the "
                      "Python agent competes with client and server for the same cores.")
     return Result(figs, {"iperf_bps": tput, "storm_rate": rate, "rounds": seen,
+                         "stopped_rounds": paused,
                          "bpf_stats": stats})
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import os
 import types
 import typing
@@ -26,6 +27,8 @@ from otelpeers.exportconfig import (  # noqa: F401 (re-exported)
     OtlpConfig,
     PrometheusConfig,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "otelpeers.yaml"
 
@@ -194,6 +197,12 @@ def _build(cls: type, data: Any, path: str) -> Any:
         known = ", ".join(sorted(names))
         key = _join(path, unknown[0])
         raise ConfigError(f"config: unknown key {key}; known keys here: {known}")
+    # Keys a section still accepts (so that existing files load) but no longer reads: say so
+    # once at load instead of letting a user believe the setting does something.
+    retired: typing.Mapping[str, str] = getattr(cls, "RETIRED_KEYS", {})
+    for name in sorted(set(data) & set(retired)):
+        log.warning("config: %s is accepted but no longer used (%s); remove it from the file",
+                    _join(path, name), retired[name])
     kwargs = {name: _coerce(hints[name], value, _join(path, name)) for name, value in data.items()}
     return cls(**kwargs)
 

@@ -9,9 +9,16 @@ the key (the loader in otelpeers.config builds these dataclasses).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import ClassVar
 
 SEVERITIES = ("low", "medium", "high", "critical")
+# Why exfiltration.max_flows and volume_anomaly.max_open_flows are retired (RETIRED_KEYS: the
+# loader warns when a file sets them).
+_NO_FLOW_TABLE = ("each snapshot of an open connection carries the previous one's counters, "
+                  "so the rule keeps no table of open connections")
 
 
 class SettingsError(ValueError):
@@ -328,10 +335,10 @@ class ExfiltrationRule(RuleBase):
     include_loopback: bool = False  # uploads to 127.0.0.0/8 and ::1 count too
     max_processes: int = 4096  # processes whose recent sensitive reads are remembered
     max_files_per_process: int = 8
-    # Unused: each snapshot of an open connection carries the previous one's counters, so
-    # no table of open connections is kept. Accepted so that existing files still load.
-    max_flows: int = 65_536
+    max_flows: int = 65_536  # retired (RETIRED_KEYS): accepted so that old files load
     max_known_peers: int = 65_536  # (binary, peer) pairs remembered, for "new peer"
+    RETIRED_KEYS: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "max_flows": _NO_FLOW_TABLE})
 
     def validate(self, path: str) -> None:
         super().validate(path)
@@ -414,8 +421,10 @@ class VolumeAnomalyRule(RuleBase):
     internal_cidrs: tuple[str, ...] = ()  # internal besides RFC 1918 / RFC 4193
     max_actors: int = 4096
     max_peers_per_actor: int = 64
-    max_open_flows: int = 65_536  # unused, as exfiltration's max_flows; still accepted
+    max_open_flows: int = 65_536  # retired (RETIRED_KEYS): accepted so that old files load
     max_dns_join: int = 65_536  # (actor, address) -> domain, for flows nobody named
+    RETIRED_KEYS: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "max_open_flows": _NO_FLOW_TABLE})
 
     def validate(self, path: str) -> None:
         super().validate(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from pathlib import Path
@@ -22,14 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "configuration.md"
 
 
-def _field_paths(cls: type, prefix: str = "") -> list[str]:
+def _field_paths(cls: type, prefix: str = "", retired: bool = True) -> list[str]:
+    """Every leaf key's path; retired=False leaves out the keys a section retired."""
     paths = []
     for f in dataclasses.fields(cls):
         path = f"{prefix}{f.name}"
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         if dataclasses.is_dataclass(default):
-            paths += _field_paths(type(default), path + ".")
-        else:
+            paths += _field_paths(type(default), path + ".", retired)
+        elif retired or f.name not in getattr(cls, "RETIRED_KEYS", {}):
             paths.append(path)
     return paths
 
@@ -63,7 +65,27 @@ def test_default_file_spells_out_every_key() -> None:
                 out.append(f"{prefix}{k}")
         return out
 
-    assert sorted(leaves(data)) == sorted(_field_paths(Config))
+    assert sorted(leaves(data)) == sorted(_field_paths(Config, retired=False))
+
+
+RETIRED = ["detect.rules.exfiltration.max_flows", "detect.rules.volume_anomaly.max_open_flows"]
+
+
+def test_retired_keys_load_with_a_warning_that_names_them(caplog) -> None:
+    assert sorted(set(_field_paths(Config)) - set(_field_paths(Config, retired=False))) == RETIRED
+    data = {"detect": {"rules": {"exfiltration": {"max_flows": 10},
+                                 "volume_anomaly": {"max_open_flows": 20}}}}
+    with caplog.at_level(logging.WARNING, logger="otelpeers.config"):
+        c = parse_config(data)
+    assert c.detect.rules.exfiltration.max_flows == 10  # still loads: old files keep working
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2
+    for path, msg in zip(RETIRED, warned, strict=True):
+        assert path in msg and "no longer used" in msg and "remove it" in msg
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="otelpeers.config"):
+        load_config(DEFAULT_CONFIG_PATH)
+    assert not caplog.records  # the shipped file sets none of them
 
 
 def _documented_as(path: str) -> str:
