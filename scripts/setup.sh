@@ -184,6 +184,13 @@ else
     printf '%s\n' "$want_stamp" > "$STAMP"
 fi
 
+# An editable install is not byte-compiled by pip: compile the package here (only what changed
+# since the last time), so that the agent and its helper processes load cached bytecode instead
+# of compiling some 130 modules at every start (about 0.1 s of start-up and 2 MB of idle RSS
+# on the bench host), also where PYTHONDONTWRITEBYTECODE is set.
+"$VENV/bin/python" -m compileall -q -j 0 "$ROOT/otelpeers" >/dev/null \
+    || warn "byte-compiling $ROOT/otelpeers failed: the agent compiles its modules at each start"
+
 # --- 5. real backends for the end-to-end tests (VictoriaMetrics, Prometheus, Grafana schema) --
 "$ROOT/scripts/test-backends.sh" || {
     [[ "${CI:-}" != true ]] || die "scripts/test-backends.sh failed; see the messages above"
