@@ -125,6 +125,23 @@ def test_the_sustained_step_is_judged_on_spans_and_on_the_rate_reached() -> None
     assert loss_overrule({**row, "achieved_rate": 9_600}, 10_000) is None  # reached
 
 
+def test_the_storm_is_not_measured_when_its_baseline_ran_on_a_slower_host() -> None:
+    from bench.figures import storm_overrule
+    from bench.report import Figure, Target
+
+    # the full run of 2026-12-03 15:12: baseline rounds at half the host's usual speed
+    off = [9_424.0, 8_100.0, 11_000.0]
+    why, met = storm_overrule([12_976.0, 13_500.0, 12_000.0], off)  # type: ignore[misc]
+    assert met is None and "1.38x faster" in why and "12,976 against 9,424" in why
+    fig = Figure("overhead", "storm", 9_288.0, "conn/s", 9_424.0, "not attached",
+                 Target(">=", 0.8), overrule=storm_overrule([12_976.0], [9_424.0]))
+    assert fig.ratio is not None and fig.ratio > 0.8 and fig.met is None  # not "met"
+    # the kernel side alone a little slower (or within noise of) the baseline: ratios stand
+    assert storm_overrule([14_908.0], [17_101.0]) is None
+    assert storm_overrule([10_300.0], [10_000.0]) is None
+    assert storm_overrule([], off) is None  # a run without the stopped state
+
+
 def test_bench_config_is_valid_for_the_agent(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(config_yaml(str(tmp_path / "otlp dir"), {"max_sockets": 262144},
