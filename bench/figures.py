@@ -145,9 +145,12 @@ def overhead(ctx: Ctx) -> Result:
     stats: dict[str, Any] = {}
     tl_path = ensure_tcplife()
     with host.netns(1) as ns, iperf_server(ns) as iport, storm.server(ns) as sport:
+        def storm_rate() -> float:
+            return storm.client(ns, sport, rate=0, seconds=storm_s).rate
+
         def measure(state: str) -> None:
             tput[state].append(iperf(ns, iport, secs))
-            rate[state].append(storm.client(ns, sport, rate=0, seconds=storm_s).rate)
+            rate[state].append(storm_rate())
 
         states = ("off", "on", "tcplife", "stopped")
         for i in range(rounds):
@@ -161,16 +164,14 @@ def overhead(ctx: Ctx) -> Result:
                     with ctx.agent(f"overhead-stopped-{i}") as a:
                         a.wait_idle()
                         with a.paused():
-                            rate["stopped"].append(
-                                storm.client(ns, sport, rate=0, seconds=storm_s).rate)
+                            rate["stopped"].append(storm_rate())
                         a.wait_idle(timeout=240)
                     paused.append({"round": i, "kernel_drops": a.summary.drops_total
                                    if a.summary else None})
                     continue
                 if state == "tcplife":  # the peer a user would pick instead, same storm
                     with tcplife_running(tl_path, ctx.workdir, f"overhead-{i}"):
-                        rate["tcplife"].append(
-                            storm.client(ns, sport, rate=0, seconds=storm_s).rate)
+                        rate["tcplife"].append(storm_rate())
                     continue
                 with ctx.agent(f"overhead-{i}") as a:
                     measure("on")

@@ -10,7 +10,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind
+from opentelemetry.trace import Link, SpanContext, SpanKind, TraceState
 
 from otelpeers import attributes as A
 from otelpeers.flows import CloseReason
@@ -146,8 +146,6 @@ def test_grpc_exporter_sends_the_fast_encoding(monkeypatch):
     monkeypatch.setattr(wire, "encode_request_bytes", counting)
     serialized = _Counting(otlp_export.request_bytes)
     monkeypatch.setattr(otlp_export, "request_bytes", serialized)
-    from opentelemetry.trace import TraceState
-
     ctx = SpanContext(5, 6, is_remote=False, trace_state=TraceState([("k", "v")]))
     stated = ReadableSpan("s", ctx, resource=Resource({}), start_time=1, end_time=2)
     try:
