@@ -49,13 +49,6 @@ def sample(pids: list[int]) -> Sample:
     return out
 
 
-def host_busy() -> tuple[int, int]:
-    """(all jiffies, idle + iowait jiffies) from /proc/stat."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    values = [int(v) for v in fields]
-    return sum(values), values[3] + values[4]
-
-
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:70]
@@ -92,18 +85,17 @@ def main(argv: list[str] | None = None) -> int:
                  str(max(1, int(a.seconds) - 4)), "--rate", "100", "--format", "raw",
                  "-o", str(a.profile), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        before, busy0 = sample(pids), host_busy()
+        before, busy0 = sample(pids), host.host_busy()
         t0 = time.monotonic()
         result = storm.client(ns, port, rate=a.rate, seconds=a.seconds)
         wall = time.monotonic() - t0
-        after, busy1 = sample(pids), host_busy()
+        after, busy1 = sample(pids), host.host_busy()
         names = {pid: cmdline(pid) for pid in pids}  # before the agent stops
         if prof is not None:
             prof.wait()
         summary = agent.stop()
-    total, idle = busy1[0] - busy0[0], busy1[1] - busy0[1]
     print(f"achieved {result.rate:,.0f} conn/s ({result.ok:,} connections) in {wall:.1f} s; "
-          f"host busy {100 * (1 - idle / total) * (os.cpu_count() or 1):.0f}% of "
+          f"host busy {100 * host.busy_cores(busy0, busy1):.0f}% of "
           f"{100 * (os.cpu_count() or 1)}%")
     print(f"agent: {summary.flows if summary else '?'} flows, kernel drops "
           f"{summary.kernel_drops if summary else '?'}")

@@ -287,6 +287,44 @@ def loss_overrule(row: dict[str, Any], asked_rate: float) -> tuple[str, bool | N
     return None
 
 
+CAPACITY_S = 15  # the generator alone, before the sustained step
+
+
+def generator_alone(ns: host.NetNs, port: int, tl_path: str, workdir: Path, rate: float,
+                    seconds: float) -> dict[str, Any]:
+    """The sustained step's load without the agent (tcplife beside it, as in the step): the
+    cores the host keeps busy, and the rate reached."""
+    with tcplife_running(tl_path, workdir, "capacity") as (_out, _err, tpid):
+        b0 = host.host_busy()
+        r = storm.client(ns, port, rate=rate, seconds=seconds)
+        b1 = host.host_busy()
+        _wait_cpu_idle(tpid, timeout=120)
+    return {"seconds": seconds, "achieved_rate": round(r.rate),
+            "busy_cores": round(host.busy_cores(b0, b1), 2)}
+
+
+def capacity_figure(alone: dict[str, Any], row: dict[str, Any], rate: float) -> Figure:
+    """The CPU the sustained step needs: the generator's and tcplife's (measured alone) plus
+    the agent's CPU per record in the step times the records the asked rate makes. Above
+    the host's cores, no agent at that cost per record can be lossless there."""
+    cores = os.cpu_count() or 1
+    cpu, records = row.get("agent_cpu_s"), row.get("agent_flows")
+    if cpu is None or not records:
+        return Figure("loss", f"CPU the {SUSTAINED_S} s step needs", None, "cores", cores,
+                      "the host's cores", None, "not measured: no agent CPU or records")
+    per_record = cpu / records
+    agent_cores = per_record * 2 * rate  # both ends of each connection on this host
+    return Figure(
+        "loss", f"CPU the {SUSTAINED_S} s step needs (generator and tcplife alone + agent)",
+        round(alone["busy_cores"] + agent_cores, 2), "cores", cores, "the host's cores", None,
+        f"generator and tcplife alone at {rate:,.0f} conn/s ({alone['seconds']} s, no agent): "
+        f"{alone['busy_cores']:.2f} cores busy, {alone['achieved_rate']:,} conn/s reached; "
+        f"the agent in the step: {1e6 * per_record:.0f} us of CPU per record (its processes, "
+        f"{cpu:.1f} CPU-s for {records:,} records), so {agent_cores:.2f} cores for the "
+        f"{2 * rate:,.0f} records/s asked; above the host's cores no agent at that cost can "
+        "keep every record")
+
+
 def loss(ctx: Ctx) -> Result:
     """Paced storms, the agent and bcc's tcplife side by side at every step (both restarted
     per step). Counts against the generator: connections the agent accounted for (its own
@@ -302,8 +340,10 @@ def loss(ctx: Ctx) -> Result:
         def step(rate_: float, seconds: float, tag: str) -> dict[str, Any]:
             with ctx.agent(f"loss-{tag}") as a, \
                     tcplife_running(tl_path, ctx.workdir, f"loss-{tag}") as (out, err, tpid):
+                cpu0 = host.tree_cpu_seconds(a.pid)
                 r = storm.client(ns, port, rate=rate_, seconds=seconds)
                 a.wait_idle(timeout=240)
+                cpu1 = host.tree_cpu_seconds(a.pid)
                 _wait_cpu_idle(tpid, timeout=120)
             cl = count_flows(a.flows_path, client_pred(ns, port))
             sv = count_flows(a.flows_path, server_pred(ns, port))
@@ -321,7 +361,8 @@ def loss(ctx: Ctx) -> Result:
                     "agent_events": s.events if s else None,
                     "agent_flows": s.flows if s else None,
                     "spans_exported": s.spans_exported if s else None,
-                    "spans_lost": (s.spans_failed or 0) + (s.spans_dropped or 0) if s else None}
+                    "spans_lost": (s.spans_failed or 0) + (s.spans_dropped or 0) if s else None,
+                    "agent_cpu_s": None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 2)}
 
         def label(rate_: float) -> str:
             return "max rate" if rate_ == 0 else f"{rate_:,.0f} conn/s"
@@ -357,10 +398,12 @@ def loss(ctx: Ctx) -> Result:
             if first_lossy is None and (lossy_step(row) or row["drops_total"]):
                 first_lossy = row["achieved_rate"] if rate_ == 0 else rate_
         if not ctx.quick:
+            alone = generator_alone(ns, port, tl_path, ctx.workdir, SUSTAINED_RATE, CAPACITY_S)
             row = step(SUSTAINED_RATE, SUSTAINED_S, f"sustained-{SUSTAINED_RATE}")
-            rows.append(row)
+            rows.append(row | {"generator_alone": alone})
             figs += step_figures(row, f"{SUSTAINED_S} s at {SUSTAINED_RATE:,} conn/s",
                                  Target(">=", 1.0), SUSTAINED_RATE)
+            figs.append(capacity_figure(alone, row, SUSTAINED_RATE))
     figs.insert(0, Figure(
         "loss", "first step with lost per-connection records", first_lossy, "conn/s", None, "",
         None, "none up to the storm's maximum rate" if first_lossy is None else

@@ -241,6 +241,19 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def host_busy() -> tuple[int, int]:
+    """(all jiffies, idle + iowait jiffies) of the whole host, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(values), values[3] + values[4]
+
+
+def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Cores the host kept busy between two host_busy() readings (all of them: 2.0 on a
+    saturated 2-core host)."""
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return (1 - idle / total) * (os.cpu_count() or 1) if total > 0 else 0.0
+
+
 # ---- host description ----------------------------------------------------------------
 def parse_cpu_model(cpuinfo: str) -> str:
     for line in cpuinfo.splitlines():

@@ -15,19 +15,17 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from opentelemetry.sdk._logs.export import LogRecordExporter
-from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from otelpeers.exportconfig import ConfigError, ExportConfig
-from otelpeers.otel.files import (
-    RotatingJsonLinesLogExporter,
-    RotatingJsonLinesMetricExporter,
-    RotatingJsonLinesSpanExporter,
-)
+from otelpeers.otel.files import RotatingJsonLinesSpanExporter
+
+if TYPE_CHECKING:  # the span export process builds spans only: no logs or metrics SDK there
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+    from opentelemetry.sdk.metrics.export import MetricExporter
 
 PROTOCOLS = ("grpc", "http/protobuf")
 TRACES_PATH = "/v1/traces"
@@ -111,6 +109,8 @@ def build_log_exporter(config: ExportConfig, env: Mapping[str, str] | None = Non
         f = config.files
         if not f.enabled:
             return None
+        from otelpeers.otel.signalfiles import RotatingJsonLinesLogExporter
+
         return RotatingJsonLinesLogExporter(f.directory, f.max_file_bytes, f.max_files)
     protocol, endpoint = resolved
     quiet_sdk_exporter_logs()
@@ -133,6 +133,8 @@ def build_metric_exporter(config: ExportConfig, env: Mapping[str, str] | None = 
         f = config.files
         if not f.enabled:
             return None
+        from otelpeers.otel.signalfiles import RotatingJsonLinesMetricExporter
+
         return RotatingJsonLinesMetricExporter(f.directory, f.max_file_bytes, f.max_files)
     protocol, endpoint = resolved
     quiet_sdk_exporter_logs()

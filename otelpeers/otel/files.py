@@ -1,4 +1,4 @@
-"""OTLP JSON lines in size-bounded, rotated files: traces, logs and metrics.
+"""OTLP JSON lines in size-bounded, rotated files: the rotation, and the span exporter.
 
 Used when no OTLP endpoint is configured, so the agent still leaves a record of every
 signal. One line is one Export*ServiceRequest in the OTLP/JSON encoding (trace and span ids
@@ -15,27 +15,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import (
-    OTLPMetricExporterMixin,
-)
-from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    MetricExporter,
-    MetricExportResult,
-    MetricsData,
-)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otelpeers.otel.fragments import EncodedSpans, group_by_resource
-from otelpeers.otel.otlpjson import (
-    grouped_request_json,
-    logs_request_json,
-    metrics_request_json,
-    request_json,
-)
+from otelpeers.otel.otlpjson import grouped_request_json, request_json
 
 _log = logging.getLogger(__name__)
 
@@ -172,47 +156,4 @@ class RotatingJsonLinesSpanExporter(SpanExporter):
         return True  # every write is flushed
 
     def shutdown(self) -> None:
-        self.files.close()
-
-
-class RotatingJsonLinesLogExporter(LogRecordExporter):
-    """Log records as OTLP/JSON lines in <directory>/otelpeers-logs.jsonl (rotated)."""
-
-    def __init__(self, directory: str | os.PathLike[str], max_file_bytes: int,
-                 max_files: int) -> None:
-        self.files = RotatingJsonLines(directory, LOGS_PREFIX, max_file_bytes, max_files)
-
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        ok = self.files.write(batch, logs_request_json)
-        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-    def shutdown(self) -> None:
-        self.files.close()
-
-
-class RotatingJsonLinesMetricExporter(MetricExporter, OTLPMetricExporterMixin):
-    """Metrics as OTLP/JSON lines in <directory>/otelpeers-metrics.jsonl (rotated).
-
-    Temporality and histogram aggregation follow the same OTEL_EXPORTER_OTLP_METRICS_*
-    variables as the SDK's OTLP exporters (through the SDK's own mixin)."""
-
-    def __init__(self, directory: str | os.PathLike[str], max_file_bytes: int,
-                 max_files: int,
-                 preferred_temporality: dict[type, AggregationTemporality] | None = None
-                 ) -> None:
-        self._common_configuration(preferred_temporality)
-        self.files = RotatingJsonLines(directory, METRICS_PREFIX, max_file_bytes, max_files)
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
-               **kwargs: Any) -> MetricExportResult:
-        ok = self.files.write([metrics_data], lambda items: metrics_request_json(items[0]))
-        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self.files.close()

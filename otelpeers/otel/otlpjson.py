@@ -194,9 +194,9 @@ def grouped_request_json(groups: Mapping[Any, Mapping[Any, Sequence[str]]]) -> s
     return "".join(out)
 
 
-# ---- logs and metrics: through the SDK's protobuf encoders ------------------------------
-# Detections and metric exports are rare (per detection, per interval), so the protobuf
-# route is cheap enough here; only the ids need fixing, since protobuf's JSON mapping writes
+# ---- logs: through the SDK's protobuf encoder (metrics: otelpeers.otel.metricsjson) ------
+# Detections are rare, so the protobuf route is cheap enough here, and it is only loaded
+# with the first detection; only the ids need fixing, since protobuf's JSON mapping writes
 # bytes as base64 and OTLP/JSON wants lowercase hex.
 _ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId"})
 
@@ -225,8 +225,3 @@ def logs_request_json(records: Sequence[Any]) -> str:
 
     return proto_json(encode_logs(records))
 
-
-def metrics_request_json(data: Any) -> str:
-    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-
-    return proto_json(encode_metrics(data))

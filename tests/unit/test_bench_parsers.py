@@ -142,6 +142,21 @@ def test_the_storm_is_not_measured_when_its_baseline_ran_on_a_slower_host() -> N
     assert storm_overrule([], off) is None  # a run without the stopped state
 
 
+def test_capacity_adds_the_agents_cost_per_record_to_the_load_alone(monkeypatch) -> None:
+    from bench import figures
+
+    monkeypatch.setattr(figures.os, "cpu_count", lambda: 2)
+    alone = {"seconds": 15, "achieved_rate": 9_997, "busy_cores": 1.24}
+    # 40 CPU-s for 800,000 records: 50 us each, 1.0 core for 20,000 records/s
+    row = {"agent_cpu_s": 40.0, "agent_flows": 800_000}
+    fig = figures.capacity_figure(alone, row, 10_000)
+    assert fig.value == 2.24 and fig.baseline == 2 and fig.ratio == pytest.approx(1.12)
+    assert "50 us of CPU per record" in fig.note and "1.00 cores" in fig.note
+    assert fig.met is None  # an explanation, not a target
+    missing = figures.capacity_figure(alone, {"agent_cpu_s": None, "agent_flows": 5}, 10_000)
+    assert missing.value is None and "not measured" in missing.note
+
+
 def test_bench_config_is_valid_for_the_agent(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(config_yaml(str(tmp_path / "otlp dir"), {"max_sockets": 262144},

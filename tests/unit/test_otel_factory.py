@@ -15,12 +15,9 @@ from otelpeers.otel.factory import (
     build_metric_exporter,
     build_span_exporter,
 )
-from otelpeers.otel.files import (
-    RotatingJsonLinesLogExporter,
-    RotatingJsonLinesMetricExporter,
-    RotatingJsonLinesSpanExporter,
-)
+from otelpeers.otel.files import RotatingJsonLinesSpanExporter
 from otelpeers.otel.resources import detect_host_resource
+from otelpeers.otel.signalfiles import RotatingJsonLinesLogExporter, RotatingJsonLinesMetricExporter
 
 ENV_KEYS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
