@@ -20,6 +20,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 PROGRAM_PREFIX = "otelp_"
 
@@ -78,6 +79,12 @@ CGROUP_ATTACH_TYPES = (
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+
+
+def raw_syscall(nr: int, *args: Any) -> int:
+    """libc's syscall(2): the result, or -1 with the error in ctypes.get_errno(). The one
+    libc handle the loader uses (bpf(2) here, perf_event_open(2) in objload)."""
+    return int(_libc.syscall(nr, *args))
 
 
 class BpfError(OSError):

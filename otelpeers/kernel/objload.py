@@ -28,8 +28,6 @@ PERF_ATTR_SIZE = 112  # PERF_ATTR_SIZE_VER5
 PERF_FLAG_FD_CLOEXEC = 1 << 3
 PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_SET_BPF = 0x40042408
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 
 def tracepoint_id(category: str, event: str) -> int:
@@ -48,8 +46,8 @@ def attach_tracepoint(category: str, event: str, prog_fd: int) -> int:
     struct.pack_into("IIQQQ", attr, 0, PERF_TYPE_TRACEPOINT, PERF_ATTR_SIZE,
                      tracepoint_id(category, event), 1, PERF_SAMPLE_RAW)
     struct.pack_into("I", attr, 48, 1)  # wakeup_events
-    fd = _libc.syscall(_SYS_PERF_EVENT_OPEN, ctypes.byref(attr), -1, 0, -1,
-                       PERF_FLAG_FD_CLOEXEC)
+    fd = bpfsys.raw_syscall(_SYS_PERF_EVENT_OPEN, ctypes.byref(attr), -1, 0, -1,
+                            PERF_FLAG_FD_CLOEXEC)
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"perf_event_open({category}:{event}): {os.strerror(err)}")

@@ -239,6 +239,25 @@ def peer(*args: str, ns: NetNs | None = None) -> Proc:
     return Proc(ns.cmd(*argv) if ns else argv)
 
 
+@dataclass(frozen=True)
+class TcpExchange:
+    port: int
+    client: Proc
+    server: Proc
+    client_said: str  # the client peer's last line: "DONE <bytes it received>"
+
+
+def tcp_exchange(addr: str, send: int, reply: int, ns: NetNs | None = None) -> TcpExchange:
+    """One real TCP connection, both peers finished: a server peer on addr (in ns when
+    given), a client peer in this namespace that sends `send` bytes and reads `reply`."""
+    server = peer("tcp-server", addr, str(send), str(reply), ns=ns)
+    port = server.ready()
+    client = peer("tcp-client", addr, str(port), str(send), str(reply))
+    said = client.finish().strip()
+    server.finish()
+    return TcpExchange(port, client, server, said)
+
+
 # ---- a real DNS server in a test namespace -------------------------------------------------
 CHAIN = ["www.otp.test", "a.otp.test", "b.otp.test", "c.otp.test"]
 

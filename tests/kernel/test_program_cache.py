@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from harness import Agent, peer
+from harness import Agent, tcp_exchange
 
 from otelpeers.config import Config
 from otelpeers.events import Kind, ProcessEvent
@@ -35,11 +35,8 @@ def entry_file(cfg: Config) -> Path:
 def loopback_flow_seen(agent: Agent) -> None:
     """A real connection and a real exec reach the pipeline (cgroup programs, ring buffer
     and a tracepoint program all work)."""
-    server = peer("tcp-server", "127.0.0.1", "300", "700")
-    port = server.ready()
-    client = peer("tcp-client", "127.0.0.1", str(port), "300", "700")
-    client.finish()
-    server.finish()
+    ex = tcp_exchange("127.0.0.1", 300, 700)
+    client, port = ex.client, ex.port
     c = agent.wait_flow(lambda r: r.owner is not None and r.owner.tgid == client.p.pid)
     assert (c.peer_addr, c.peer_port) == ("127.0.0.1", port)
     assert c.counters.payload_out == 300 and c.counters.payload_in == 700

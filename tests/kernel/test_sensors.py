@@ -6,7 +6,7 @@ import socket
 import subprocess
 
 import pytest
-from harness import Agent, NetNs, peer
+from harness import Agent, NetNs, peer, tcp_exchange
 
 from otelpeers.events import Direction, Kind
 from otelpeers.flows import CloseReason
@@ -16,11 +16,9 @@ pytestmark = pytest.mark.kernel
 
 def test_tcp_across_veth_counts_bytes_both_ends(agent: Agent, ns: NetNs) -> None:
     send, reply = 1_000_000, 250_000
-    server = peer("tcp-server", ns.ns_ip, str(send), str(reply), ns=ns)
-    port = server.ready()
-    client = peer("tcp-client", ns.ns_ip, str(port), str(send), str(reply))
-    assert client.finish().strip() == f"DONE {reply}"
-    server.finish()
+    ex = tcp_exchange(ns.ns_ip, send, reply, ns=ns)
+    assert ex.client_said == f"DONE {reply}"
+    client, server, port = ex.client, ex.server, ex.port
 
     c = agent.wait_flow(lambda r: r.owner is not None and r.owner.tgid == client.p.pid
                         and r.transport == "tcp")
@@ -84,11 +82,8 @@ def test_ping_is_an_icmp_flow(agent: Agent, ns: NetNs) -> None:
 
 
 def test_ipv6_loopback_tcp(agent: Agent) -> None:
-    server = peer("tcp-server", "::1", "1000", "2000")
-    port = server.ready()
-    client = peer("tcp-client", "::1", str(port), "1000", "2000")
-    client.finish()
-    server.finish()
+    ex = tcp_exchange("::1", 1000, 2000)
+    client, port = ex.client, ex.port
     c = agent.wait_flow(lambda r: r.owner is not None and r.owner.tgid == client.p.pid)
     assert c.network_type == "ipv6" and c.family == socket.AF_INET6
     assert (c.peer_addr, c.peer_port) == ("::1", port)
