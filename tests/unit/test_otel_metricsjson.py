@@ -142,6 +142,20 @@ def test_values_the_sdk_does_not_make_itself():
             for rm in doc["resourceMetrics"]] == [4, 0]
 
 
+def test_attribute_values_outside_the_usual_types_as_the_sdk_encoder(caplog):
+    """None is an empty value, a mapping a key-value list, an empty key is left out; a value
+    neither encoder can write loses only its own attribute (logged), not the export."""
+    attrs = {"none": None, "map": {"x": 1, "y": ["a", None]}, "": "empty key",
+             "bad": object(), "nested": [[1, 2], []], "ok": "v"}
+    point = NumberDataPoint(attrs, 0, 5, 1)
+    data = MetricsData([ResourceMetrics(Resource({}), [ScopeMetrics(
+        InstrumentationScope("s"), [Metric("g", "", "", Gauge([point]))], "")], "")])
+    doc = same_as_protobuf(data)
+    (dp,) = doc["resourceMetrics"][0]["scopeMetrics"][0]["metrics"][0]["gauge"]["dataPoints"]
+    assert [a.get("key") for a in dp["attributes"]] == ["none", "map", None, "nested", "ok"]
+    assert "attribute 'bad' not exported" in caplog.text
+
+
 def test_no_metrics_is_an_empty_request():
     assert metrics_request_json(MetricsData(resource_metrics=[])) == "{}"
 
