@@ -2,14 +2,15 @@
 
 The SDK's route (encode to protobuf, json_format.MessageToDict, json.dumps) loads protobuf
 and the OTLP message classes into the agent (about 3.3 MB resident) and holds the
-interpreter lock the pipeline needs for long: 1.3 s for 10,000 points of 8 attributes on the
-bench host, where this takes 0.15 s. This writes the same document as text, following the OTLP/JSON rules otlpjson
-follows for spans (64-bit integers as strings, enums as integers, ids as lowercase hex,
-default values left out, a field with presence written whenever it is set). It mirrors the
-SDK's encoder (opentelemetry.exporter.otlp.proto.common's encode_metrics) field by field,
-including its merging of equal resources and scopes; a unit test checks that both parse to
-the same document. The SDK's preferences for temporality and histogram aggregation, read
-from the same OTEL_EXPORTER_OTLP_METRICS_* variables, are here too.
+interpreter lock the pipeline needs for long: 1.3 s for 10,000 points of 8 attributes on
+the bench host, where this takes 0.15 s. This writes the same document as text, following
+the OTLP/JSON rules otlpjson follows for spans (64-bit integers as strings, enums as
+integers, ids as lowercase hex, default values left out, a field with presence written
+whenever it is set), with attribute values as otelpeers.otel.jsonvalues takes them. It
+mirrors the SDK's encoder (opentelemetry.exporter.otlp.proto.common's encode_metrics) field
+by field, including its merging of equal resources and scopes; a unit test checks that both
+parse to the same document. The SDK's preferences for temporality and histogram
+aggregation, read from the same OTEL_EXPORTER_OTLP_METRICS_* variables, are here too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from opentelemetry.sdk.environment_variables import (
@@ -47,7 +48,8 @@ from opentelemetry.sdk.metrics.view import (
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from otelpeers.otel.otlpjson import _q, _value
+from otelpeers.otel.jsonvalues import attributes_json as _attributes
+from otelpeers.otel.otlpjson import _q
 
 _log = logging.getLogger(__name__)
 
@@ -91,38 +93,6 @@ def otlp_aggregation(preferred: dict[type, Aggregation] | None = None
 
 
 # ---- encoding ----------------------------------------------------------------------------
-def _any(v: Any) -> str:
-    """An AnyValue, with the SDK encoder's types and order (None: an empty value)."""
-    if v is None:
-        return "{}"
-    if isinstance(v, (bool, str, int, float, bytes)):
-        return _value(v)
-    if isinstance(v, Sequence):
-        values = ",".join(map(_any, v))
-        return '{"arrayValue":{' + ('"values":[' + values + "]" if values else "") + "}}"
-    if isinstance(v, Mapping):
-        values = ",".join(_key_value(str(k), x) for k, x in v.items())
-        return '{"kvlistValue":{' + ('"values":[' + values + "]" if values else "") + "}}"
-    raise TypeError(f"Invalid type {type(v)} of value {v!r:.80}")
-
-
-def _key_value(k: str, v: Any) -> str:
-    return "{" + ('"key":' + _q(k) + "," if k else "") + '"value":' + _any(v) + "}"
-
-
-def _attributes(attributes: Any, name: str = "attributes") -> str:
-    """'"attributes":[...]', or '' when there are none. A value the encoder cannot write
-    loses its own attribute only, logged, as in the SDK's encoder: the rest of the export
-    goes out."""
-    parts = []
-    for k, v in (attributes or {}).items():
-        try:
-            parts.append(_key_value(k, v))
-        except (TypeError, ValueError) as exc:
-            _log.error("metrics: attribute %r not exported: %s", k, exc)
-    return f'"{name}":[' + ",".join(parts) + "]" if parts else ""
-
-
 def _double(v: float) -> str:
     v = float(v)
     if math.isfinite(v):

@@ -192,36 +192,3 @@ def grouped_request_json(groups: Mapping[Any, Mapping[Any, Sequence[str]]]) -> s
         out.append("}")
     out.append("]}")
     return "".join(out)
-
-
-# ---- logs: through the SDK's protobuf encoder (metrics: otelpeers.otel.metricsjson) ------
-# Detections are rare, so the protobuf route is cheap enough here, and it is only loaded
-# with the first detection; only the ids need fixing, since protobuf's JSON mapping writes
-# bytes as base64 and OTLP/JSON wants lowercase hex.
-_ID_FIELDS = frozenset({"traceId", "spanId", "parentSpanId"})
-
-
-def _hex_ids(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: (base64.b64decode(v).hex() if k in _ID_FIELDS and isinstance(v, str)
-                    else _hex_ids(v)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_hex_ids(x) for x in node]
-    return node
-
-
-def proto_json(message: Any) -> str:
-    """An OTLP protobuf request as one line of OTLP/JSON."""
-    import json
-
-    from google.protobuf.json_format import MessageToDict
-
-    return json.dumps(_hex_ids(MessageToDict(message, use_integers_for_enums=True)),
-                      separators=(",", ":"))
-
-
-def logs_request_json(records: Sequence[Any]) -> str:
-    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-
-    return proto_json(encode_logs(records))
-

@@ -1,7 +1,8 @@
 """Log records and metrics as OTLP JSON lines in rotated files (otelpeers.otel.files).
 
 Apart from the span exporter so that the span export process, which writes only spans,
-does not load the SDK's logs and metrics packages (about 1.5 MB resident).
+does not load the SDK's logs and metrics packages (about 1.5 MB resident). Both encode
+without protobuf (otelpeers.otel.metricsjson, otelpeers.otel.logsjson).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from otelpeers.otel.files import LOGS_PREFIX, METRICS_PREFIX, RotatingJsonLines
+from otelpeers.otel.logsjson import logs_request_json
 from otelpeers.otel.metricsjson import metrics_request_json, otlp_aggregation, otlp_temporality
-from otelpeers.otel.otlpjson import logs_request_json
 
 
 class RotatingJsonLinesLogExporter(LogRecordExporter):

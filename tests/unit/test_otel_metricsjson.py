@@ -39,16 +39,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otelpeers.otel.metricsjson import metrics_request_json, otlp_aggregation, otlp_temporality
-from otelpeers.otel.otlpjson import proto_json
 from otelpeers.otel.signalfiles import RotatingJsonLinesMetricExporter
 from otelpeers.pipeline import Outputs
 from otelpeers.testing.flows import flow
+from tests.unit.otlp_reference import proto_document
 from tests.unit.test_otel_metrics import c, settle, sink
 
 
 def same_as_protobuf(data: MetricsData) -> dict:
     ours = json.loads(metrics_request_json(data))
-    assert ours == json.loads(proto_json(encode_metrics(data)))
+    assert ours == proto_document(encode_metrics(data))
     return ours
 
 
