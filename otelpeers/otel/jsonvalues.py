@@ -1,4 +1,5 @@
-"""OTLP/JSON AnyValues and attribute lists the way the SDK's protobuf encoder takes them.
+"""OTLP/JSON AnyValues, attribute lists and scopes the way the SDK's protobuf encoder takes
+them.
 
 For the rare signals written to files (metrics once per interval, detection log records):
 every value type the SDK's encoder accepts (None as an empty value, sequences, mappings as
@@ -47,3 +48,21 @@ def attributes_json(attributes: Any, name: str = "attributes") -> str:
         except (TypeError, ValueError) as exc:
             _log.error("attribute %r not exported: %s", k, exc)
     return f'"{name}":[' + ",".join(parts) + "]" if parts else ""
+
+
+def scope_json(scope: Any, member: str, items: list[str]) -> str:
+    """A Scope{Metrics,Logs} entry: the scope (written even when empty, and for None, as the
+    SDK's encoder sets it), the items under `member`, the scope's schema URL."""
+    head = []
+    if scope is not None:
+        head = [f'"{k}":' + _q(v) for k, v in (("name", scope.name), ("version", scope.version))
+                if v]
+        attrs = attributes_json(scope.attributes)
+        if attrs:
+            head.append(attrs)
+    parts = ['"scope":{' + ",".join(head) + "}"]
+    if items:
+        parts.append(f'"{member}":[' + ",".join(items) + "]")
+    if scope is not None and scope.schema_url:
+        parts.append('"schemaUrl":' + _q(scope.schema_url))
+    return "{" + ",".join(parts) + "}"

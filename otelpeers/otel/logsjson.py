@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 
-from otelpeers.otel.jsonvalues import any_value, attributes_json
+from otelpeers.otel.jsonvalues import any_value, attributes_json, scope_json
 from otelpeers.otel.otlpjson import _q
 
 
@@ -47,22 +47,6 @@ def _record(r: ReadableLogRecord) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def _scope_json(scope: Any, records: list[str]) -> str:
-    head = []
-    if scope is not None:
-        head = [f'"{k}":' + _q(v) for k, v in (("name", scope.name), ("version", scope.version))
-                if v]
-        attrs = attributes_json(scope.attributes)
-        if attrs:
-            head.append(attrs)
-    parts = ['"scope":{' + ",".join(head) + "}"]
-    if records:
-        parts.append('"logRecords":[' + ",".join(records) + "]")
-    if scope is not None and scope.schema_url:
-        parts.append('"schemaUrl":' + _q(scope.schema_url))
-    return "{" + ",".join(parts) + "}"
-
-
 def logs_request_json(batch: Sequence[ReadableLogRecord]) -> str:
     """One OTLP/JSON ExportLogsServiceRequest (no newline)."""
     grouped: dict[Any, dict[Any, list[str]]] = {}
@@ -75,7 +59,7 @@ def logs_request_json(batch: Sequence[ReadableLogRecord]) -> str:
     for resource, scopes in grouped.items():
         parts = ['"resource":{' + attributes_json(resource.attributes) + "}"]
         parts.append('"scopeLogs":[' + ",".join(
-            _scope_json(scope, records) for scope, records in scopes.items()) + "]")
+            scope_json(scope, "logRecords", records) for scope, records in scopes.items()) + "]")
         if resource.schema_url:
             parts.append('"schemaUrl":' + _q(resource.schema_url))
         out.append("{" + ",".join(parts) + "}")

@@ -46,9 +46,9 @@ from opentelemetry.sdk.metrics.view import (
     ExplicitBucketHistogramAggregation,
     ExponentialBucketHistogramAggregation,
 )
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otelpeers.otel.jsonvalues import attributes_json as _attributes
+from otelpeers.otel.jsonvalues import scope_json
 from otelpeers.otel.otlpjson import _q
 
 _log = logging.getLogger(__name__)
@@ -156,12 +156,18 @@ def _number_point(p: Any, start: bool) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def _histogram_point(p: Any) -> str:
+def _distribution_head(p: Any) -> list[str]:
+    """What histogram and exponential histogram points begin with."""
     parts: list[str] = []
     _fields(parts, p.attributes, p.start_time_unix_nano, p.time_unix_nano)
     if p.count:
         parts.append(f'"count":"{int(p.count)}"')
     _optional(parts, "sum", p.sum)
+    return parts
+
+
+def _histogram_point(p: Any) -> str:
+    parts = _distribution_head(p)
     for extra in (_counts("bucketCounts", p.bucket_counts),
                   '"explicitBounds":[' + ",".join(map(_double, p.explicit_bounds)) + "]"
                   if p.explicit_bounds else ""):
@@ -180,11 +186,7 @@ def _buckets(b: Any) -> str:
 
 
 def _exponential_point(p: Any) -> str:
-    parts: list[str] = []
-    _fields(parts, p.attributes, p.start_time_unix_nano, p.time_unix_nano)
-    if p.count:
-        parts.append(f'"count":"{int(p.count)}"')
-    _optional(parts, "sum", p.sum)
+    parts = _distribution_head(p)
     if p.scale:
         parts.append(f'"scale":{int(p.scale)}')
     if p.zero_count:
@@ -234,20 +236,6 @@ def _metric(m: Any) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def _scope(scope: InstrumentationScope, metrics: list[str]) -> str:
-    head = [f'"{k}":' + _q(v) for k, v in (("name", scope.name), ("version", scope.version))
-            if v]
-    attrs = _attributes(scope.attributes)
-    if attrs:
-        head.append(attrs)
-    parts = ['"scope":{' + ",".join(head) + "}"]
-    if metrics:
-        parts.append('"metrics":[' + ",".join(metrics) + "]")
-    if scope.schema_url:
-        parts.append('"schemaUrl":' + _q(scope.schema_url))
-    return "{" + ",".join(parts) + "}"
-
-
 def metrics_request_json(data: MetricsData) -> str:
     """One OTLP/JSON ExportMetricsServiceRequest (no newline)."""
     # As the SDK's encoder: keyed by resource, then scope; a repeated key replaces the
@@ -257,7 +245,7 @@ def metrics_request_json(data: MetricsData) -> str:
         scopes: dict[Any, str] = {}
         by_resource[rm.resource] = (rm.resource, scopes)
         for sm in rm.scope_metrics:
-            scopes[sm.scope] = _scope(sm.scope, [_metric(m) for m in sm.metrics])
+            scopes[sm.scope] = scope_json(sm.scope, "metrics", [_metric(m) for m in sm.metrics])
     if not by_resource:
         return "{}"
     out = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -25,3 +27,12 @@ def _hex_ids(node: Any) -> Any:
 def proto_document(message: Any) -> Any:
     """An OTLP protobuf request as the parsed OTLP/JSON document."""
     return json.loads(json.dumps(_hex_ids(MessageToDict(message, use_integers_for_enums=True))))
+
+
+def protobuf_modules_loaded_by(code: str) -> list[str]:
+    """The protobuf and OTLP message modules a fresh interpreter has loaded after code."""
+    probe = code + ("\nimport json, sys\nprint(json.dumps(sorted(m for m in sys.modules"
+                    " if m.startswith(('google', 'opentelemetry.proto')))))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()
+    return json.loads(out[-1])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -19,7 +17,7 @@ from otelpeers.ids import SpanIds
 from otelpeers.otel.logs import log_record
 from otelpeers.otel.logsjson import logs_request_json
 from otelpeers.testing.flows import T0, owner
-from tests.unit.otlp_reference import proto_document
+from tests.unit.otlp_reference import proto_document, protobuf_modules_loaded_by
 
 
 def same_as_protobuf(batch: list[ReadableLogRecord]) -> dict:
@@ -68,18 +66,14 @@ def test_the_agents_detection_records_encode_as_the_sdk_protobuf_route():
 
 def test_writing_log_files_never_loads_protobuf(tmp_path):
     code = f"""
-import sys
 from opentelemetry._logs import LogRecord
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from otelpeers.otel.signalfiles import RotatingJsonLinesLogExporter
 exporter = RotatingJsonLinesLogExporter({str(tmp_path)!r}, 1 << 20, 2)
 exporter.export([ReadableLogRecord(LogRecord(body="x"), resource=Resource({{}}))])
-print(sorted(m for m in sys.modules if m.startswith(("google", "opentelemetry.proto"))))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert out == "[]"
+    assert protobuf_modules_loaded_by(code) == []
     (line,) = (tmp_path / "otelpeers-logs.jsonl").read_text().splitlines()
     (rec,) = json.loads(line)["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
     assert rec["body"] == {"stringValue": "x"}

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder import (
@@ -42,7 +40,7 @@ from otelpeers.otel.metricsjson import metrics_request_json, otlp_aggregation, o
 from otelpeers.otel.signalfiles import RotatingJsonLinesMetricExporter
 from otelpeers.pipeline import Outputs
 from otelpeers.testing.flows import flow
-from tests.unit.otlp_reference import proto_document
+from tests.unit.otlp_reference import proto_document, protobuf_modules_loaded_by
 from tests.unit.test_otel_metrics import c, settle, sink
 
 
@@ -200,7 +198,6 @@ def test_temporality_and_aggregation_follow_the_sdk_exporters(monkeypatch, tmp_p
 def test_writing_metrics_files_never_loads_protobuf(tmp_path):
     """The reason this encoder exists: the agent that writes files does without protobuf."""
     code = f"""
-import sys
 from otelpeers.otel.signalfiles import RotatingJsonLinesMetricExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
@@ -209,11 +206,8 @@ reader = PeriodicExportingMetricReader(exporter, export_interval_millis=60_000)
 provider = MeterProvider(metric_readers=[reader])
 provider.get_meter("m").create_histogram("h").record(1.5, {{"k": "v"}})
 provider.shutdown()
-print(sorted(m for m in sys.modules if m.startswith(("google", "opentelemetry.proto"))))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    assert out == "[]"
+    assert protobuf_modules_loaded_by(code) == []
     (line,) = (tmp_path / "otelpeers-metrics.jsonl").read_text().splitlines()
     (mt,) = json.loads(line)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
     assert mt["name"] == "h" and mt["histogram"]["dataPoints"][0]["sum"] == 1.5
