@@ -308,15 +308,16 @@ def capacity_figure(alone: dict[str, Any], row: dict[str, Any], rate: float) -> 
     the agent's CPU per record in the step times the records the asked rate makes. Above
     the host's cores, no agent at that cost per record can be lossless there."""
     cores = os.cpu_count() or 1
+    name = f"CPU the {SUSTAINED_S} s step needs (generator and tcplife alone + agent)"
     cpu, records = row.get("agent_cpu_s"), row.get("agent_flows")
     if cpu is None or not records:
-        return Figure("loss", f"CPU the {SUSTAINED_S} s step needs", None, "cores", cores,
-                      "the host's cores", None, "not measured: no agent CPU or records")
+        return Figure("loss", name, None, "cores", cores, "the host's cores", None,
+                      "not measured: no agent CPU or records")
     per_record = cpu / records
     agent_cores = per_record * 2 * rate  # both ends of each connection on this host
     return Figure(
-        "loss", f"CPU the {SUSTAINED_S} s step needs (generator and tcplife alone + agent)",
-        round(alone["busy_cores"] + agent_cores, 2), "cores", cores, "the host's cores", None,
+        "loss", name, round(alone["busy_cores"] + agent_cores, 2), "cores", cores,
+        "the host's cores", None,
         f"generator and tcplife alone at {rate:,.0f} conn/s ({alone['seconds']} s, no agent): "
         f"{alone['busy_cores']:.2f} cores busy, {alone['achieved_rate']:,} conn/s reached; "
         f"the agent in the step: {1e6 * per_record:.0f} us of CPU per record (its processes, "

@@ -1,5 +1,5 @@
-"""OTLP/JSON AnyValues, attribute lists and scopes the way the SDK's protobuf encoder takes
-them.
+"""OTLP/JSON AnyValues, attribute lists, scopes and resources the way the SDK's protobuf
+encoder writes them.
 
 For the rare signals written to files (metrics once per interval, detection log records):
 every value type the SDK's encoder accepts (None as an empty value, sequences, mappings as
@@ -65,4 +65,20 @@ def scope_json(scope: Any, member: str, items: list[str]) -> str:
         parts.append(f'"{member}":[' + ",".join(items) + "]")
     if scope is not None and scope.schema_url:
         parts.append('"schemaUrl":' + _q(scope.schema_url))
+    return "{" + ",".join(parts) + "}"
+
+
+def request_json(member: str, entries: list[str]) -> str:
+    """The Export*ServiceRequest around its Resource* entries ('{}' when there are none)."""
+    return f'{{"{member}":[' + ",".join(entries) + "]}" if entries else "{}"
+
+
+def resource_json(resource: Any, member: str, scopes: list[str]) -> str:
+    """A Resource{Metrics,Logs} entry: the resource (written even when empty), its scope
+    entries (scope_json) under `member`, the resource's schema URL."""
+    parts = ['"resource":{' + attributes_json(resource.attributes) + "}"]
+    if scopes:
+        parts.append(f'"{member}":[' + ",".join(scopes) + "]")
+    if resource.schema_url:
+        parts.append('"schemaUrl":' + _q(resource.schema_url))
     return "{" + ",".join(parts) + "}"

@@ -13,7 +13,13 @@ from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 
-from otelpeers.otel.jsonvalues import any_value, attributes_json, scope_json
+from otelpeers.otel.jsonvalues import (
+    any_value,
+    attributes_json,
+    request_json,
+    resource_json,
+    scope_json,
+)
 from otelpeers.otel.otlpjson import _q
 
 
@@ -53,14 +59,7 @@ def logs_request_json(batch: Sequence[ReadableLogRecord]) -> str:
     for r in batch:
         scope = r.instrumentation_scope or None
         grouped.setdefault(r.resource, {}).setdefault(scope, []).append(_record(r))
-    if not grouped:
-        return "{}"
-    out = []
-    for resource, scopes in grouped.items():
-        parts = ['"resource":{' + attributes_json(resource.attributes) + "}"]
-        parts.append('"scopeLogs":[' + ",".join(
-            scope_json(scope, "logRecords", records) for scope, records in scopes.items()) + "]")
-        if resource.schema_url:
-            parts.append('"schemaUrl":' + _q(resource.schema_url))
-        out.append("{" + ",".join(parts) + "}")
-    return '{"resourceLogs":[' + ",".join(out) + "]}"
+    return request_json("resourceLogs", [
+        resource_json(resource, "scopeLogs", [scope_json(scope, "logRecords", records)
+                                              for scope, records in scopes.items()])
+        for resource, scopes in grouped.items()])

@@ -47,8 +47,7 @@ from opentelemetry.sdk.metrics.view import (
     ExponentialBucketHistogramAggregation,
 )
 
-from otelpeers.otel.jsonvalues import attributes_json as _attributes
-from otelpeers.otel.jsonvalues import scope_json
+from otelpeers.otel.jsonvalues import attributes_json, request_json, resource_json, scope_json
 from otelpeers.otel.otlpjson import _q
 
 _log = logging.getLogger(__name__)
@@ -102,7 +101,7 @@ def _double(v: float) -> str:
 
 def _fields(parts: list[str], attributes: Any, start: int, time: int) -> None:
     """A data point's attributes and times, each left out when empty or zero."""
-    attrs = _attributes(attributes)
+    attrs = attributes_json(attributes)
     if attrs:
         parts.append(attrs)
     if start:
@@ -120,7 +119,7 @@ def _exemplars(parts: list[str], exemplars: Iterable[Any]) -> None:
     out = []
     for e in exemplars:
         p = []
-        attrs = _attributes(e.filtered_attributes, "filteredAttributes")
+        attrs = attributes_json(e.filtered_attributes, "filteredAttributes")
         if attrs:
             p.append(attrs)
         if e.time_unix_nano:
@@ -168,11 +167,10 @@ def _distribution_head(p: Any) -> list[str]:
 
 def _histogram_point(p: Any) -> str:
     parts = _distribution_head(p)
-    for extra in (_counts("bucketCounts", p.bucket_counts),
-                  '"explicitBounds":[' + ",".join(map(_double, p.explicit_bounds)) + "]"
-                  if p.explicit_bounds else ""):
-        if extra:
-            parts.append(extra)
+    if p.bucket_counts:
+        parts.append(_counts("bucketCounts", p.bucket_counts))
+    if p.explicit_bounds:
+        parts.append('"explicitBounds":[' + ",".join(map(_double, p.explicit_bounds)) + "]")
     _exemplars(parts, p.exemplars)
     _optional(parts, "min", p.min)
     _optional(parts, "max", p.max)
@@ -240,20 +238,11 @@ def metrics_request_json(data: MetricsData) -> str:
     """One OTLP/JSON ExportMetricsServiceRequest (no newline)."""
     # As the SDK's encoder: keyed by resource, then scope; a repeated key replaces the
     # earlier entry in place.
-    by_resource: dict[Any, tuple[Any, dict[Any, str]]] = {}
+    by_resource: dict[Any, dict[Any, str]] = {}
     for rm in data.resource_metrics:
-        scopes: dict[Any, str] = {}
-        by_resource[rm.resource] = (rm.resource, scopes)
+        scopes = by_resource[rm.resource] = {}
         for sm in rm.scope_metrics:
             scopes[sm.scope] = scope_json(sm.scope, "metrics", [_metric(m) for m in sm.metrics])
-    if not by_resource:
-        return "{}"
-    out = []
-    for resource, scopes in by_resource.values():
-        parts = ['"resource":{' + _attributes(resource.attributes) + "}"]
-        if scopes:
-            parts.append('"scopeMetrics":[' + ",".join(scopes.values()) + "]")
-        if resource.schema_url:
-            parts.append('"schemaUrl":' + _q(resource.schema_url))
-        out.append("{" + ",".join(parts) + "}")
-    return '{"resourceMetrics":[' + ",".join(out) + "]}"
+    return request_json("resourceMetrics", [
+        resource_json(resource, "scopeMetrics", list(scopes.values()))
+        for resource, scopes in by_resource.items()])

@@ -155,6 +155,7 @@ def test_capacity_adds_the_agents_cost_per_record_to_the_load_alone(monkeypatch)
     assert fig.met is None  # an explanation, not a target
     missing = figures.capacity_figure(alone, {"agent_cpu_s": None, "agent_flows": 5}, 10_000)
     assert missing.value is None and "not measured" in missing.note
+    assert missing.name == fig.name  # one figure across runs, measured or not
 
 
 def test_bench_config_is_valid_for_the_agent(tmp_path: Path) -> None:
